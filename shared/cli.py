@@ -1,0 +1,141 @@
+"""The command line both trainers share: `python vanilla/train.py --help` and `python lightning/train.py --help`
+print the same options, and a command line means the same run in either."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from shared.errors import UserError
+from shared.model import MODEL_SIZES
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text}")
+    return value
+
+
+def _devices(text: str) -> int:
+    value = int(text)
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of devices or -1 for all, got {text}")
+    return value
+
+
+def _limit(text: str) -> float | int:
+    """Lightning's meaning: a whole number is a count of batches, a fraction in (0, 1] a share of the epoch."""
+    if text.isdigit():
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"a count of batches must be at least 1, got {text}")
+        return value
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of batches or a fraction in (0, 1], got {text}")
+    return value
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage plus a message; keep it to one line
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser(prog: str, default_output_dir: str) -> argparse.ArgumentParser:
+    parser = _OneLineErrorParser(
+        prog=prog,
+        description="Train a question-generation model (highlighted SQuAD paragraph -> question), validate each "
+                    "epoch, stop early on dev_loss, keep the best checkpoints, then test the best one.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data (default: the embedded synthetic corpus, written under the output dir)")
+    data.add_argument("--data-dir", help="directory holding train.json, dev.json and test.json in SQuAD format "
+                                         "(the NQG split of Du et al. 2017 comes this way)")
+    data.add_argument("--train-file", help="SQuAD v1.1/v2.0 JSON for training (overrides --data-dir's)")
+    data.add_argument("--dev-file", help="SQuAD JSON for validation: dev_loss, early stopping, checkpoints")
+    data.add_argument("--test-file", help="SQuAD JSON for the test phase after training")
+    data.add_argument("--max-source-length", type=_positive_int, default=256,
+                      help="tokens of highlighted context; longer contexts are windowed around the answer")
+    data.add_argument("--max-target-length", type=_positive_int, default=32, help="tokens of question")
+    data.add_argument("--num-workers", type=_non_negative_int, default=0, help="DataLoader worker processes")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", metavar="NAME_OR_PATH",
+                       help="pretrained seq2seq model and tokenizer to fine-tune (from_pretrained); default: a "
+                            "BART initialised at random with a tokenizer trained on the training split")
+    model.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="small",
+                       help="size of the randomly initialised BART (ignored with --model)")
+    model.add_argument("--vocab-size", type=_positive_int, default=4000, help="size of the trained tokenizer")
+    model.add_argument("--num-beams", type=_positive_int, default=4, help="beam width for test-time generation")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output-dir", default=default_output_dir,
+                       help="where checkpoints/, metrics.csv, hparams.yaml, tensorboard/, predictions and the "
+                            "exported model go")
+    train.add_argument("--max-epochs", type=_positive_int, default=8, help="upper bound on training epochs")
+    train.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (per process)")
+    train.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    train.add_argument("--weight-decay", type=_non_negative_float, default=0.01, help="AdamW weight decay")
+    train.add_argument("--warmup-steps", type=_non_negative_int, default=100,
+                       help="optimizer steps of linear LR warm-up, constant after (0: none)")
+    train.add_argument("--gradient-clip-val", type=_non_negative_float, default=1.0,
+                       help="clip the gradient norm to this (0: no clipping)")
+    train.add_argument("--accumulate-grad-batches", type=_positive_int, default=1,
+                       help="batches whose gradients are summed per optimizer step")
+    train.add_argument("--limit-train-batches", type=_limit, default=1.0,
+                       help="batches per training epoch: a count, or a fraction of the epoch")
+    train.add_argument("--seed", type=int, default=42, help="seed for Python, NumPy and torch")
+
+    stop = parser.add_argument_group("early stopping and checkpoints (monitor: dev_loss, mode: min)")
+    stop.add_argument("--patience", type=_positive_int, default=2,
+                      help="epochs without improvement of dev_loss before stopping")
+    stop.add_argument("--min-delta", type=_non_negative_float, default=0.0,
+                      help="an improvement means dev_loss + min_delta < best dev_loss")
+    stop.add_argument("--save-top-k", type=_positive_int, default=1, help="how many best checkpoints to keep")
+    stop.add_argument("--checkpoint-every-n-steps", type=_non_negative_int, default=0,
+                      help="also write last.ckpt every N optimizer steps, for mid-epoch resume (0: off)")
+    stop.add_argument("--resume", metavar="PATH|last",
+                      help="continue from a checkpoint; 'last' means <output-dir>/checkpoints/last.ckpt")
+    stop.add_argument("--overwrite", action="store_true",
+                      help="replace a finished or abandoned run in --output-dir (without it, a directory that "
+                           "already holds a run is refused, so nothing is overwritten by accident)")
+
+    hardware = parser.add_argument_group("hardware")
+    hardware.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto",
+                          help="auto picks the GPU when CUDA is available")
+    hardware.add_argument("--devices", type=_devices, default=1, help="number of devices, or -1 for all")
+    hardware.add_argument("--strategy", choices=("auto", "dp", "ddp"), default="auto",
+                          help="dp: torch.nn.DataParallel over the GPUs (as the 2021 seed did); ddp: one process "
+                               "per device, launched by the trainer (or by torchrun)")
+    hardware.add_argument("--precision", choices=PRECISIONS, default="32-true",
+                          help="32-true, or autocast to bfloat16 / float16 (float16 with a GradScaler on CUDA)")
+    hardware.add_argument("--auto-batch-size", choices=("power", "binsearch"),
+                          help="search the largest batch size that fits in memory before training "
+                               "(Lightning's scale_batch_size algorithm)")
+    return parser
+
+
+def parse_args(prog: str, default_output_dir: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    args = build_parser(prog, default_output_dir).parse_args(argv)
+    if args.resume is not None and args.overwrite:
+        raise UserError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")
+    if args.model is not None and args.model_size != "small":
+        raise UserError("--model-size sets the size of a model trained from scratch; it cannot be used with --model")
+    return args

@@ -1,0 +1,42 @@
+"""Which devices and how many processes (Lightning: the accelerator connector behind
+`Trainer(accelerator=..., devices=..., strategy=...)`). Requests that cannot be met end in one line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from shared.errors import UserError
+
+
+@dataclass(frozen=True)
+class Hardware:
+    accelerator: str  # "cpu" or "gpu"
+    strategy: str  # "single", "dp" or "ddp"
+    devices: int  # GPUs for dp; processes for ddp; 1 for single
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.accelerator == "gpu" else "cpu"
+
+
+def resolve_hardware(accelerator: str, devices: int, strategy: str) -> Hardware:
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator == "gpu" and gpus == 0:
+        raise UserError("--accelerator gpu: no CUDA GPU is visible (torch.cuda.is_available() is False)")
+    if accelerator == "auto":
+        accelerator = "gpu" if gpus > 0 else "cpu"
+    available = gpus if accelerator == "gpu" else (os.cpu_count() or 1)
+    count = available if devices == -1 else devices
+    if accelerator == "gpu" and count > gpus:
+        raise UserError(f"--devices {devices}: only {gpus} CUDA GPU(s) are visible")
+    if strategy == "dp":
+        if accelerator != "gpu":
+            raise UserError("--strategy dp: torch.nn.DataParallel replicates the model over CUDA GPUs, and none "
+                            "is in use (use --strategy ddp for several CPU processes)")
+        return Hardware("gpu", "dp", count)
+    if strategy == "ddp" or count > 1:  # Lightning's "auto" picks DDP for more than one device
+        return Hardware(accelerator, "ddp", count)
+    return Hardware(accelerator, "single", 1)

@@ -1,0 +1,191 @@
+"""Batch-size search (Lightning: `Tuner.scale_batch_size` / `callbacks.BatchSizeFinder`).
+
+The same algorithm as Lightning 2.6, quirks included, so both trainers try the same sizes:
+- the search starts by setting the batch size to `init_val`, but the data loader is only rebuilt after the
+  first trial, so the first trial runs at the batch size the run was started with;
+- power: double after each success; on out-of-memory halve and stop if any trial had succeeded;
+- binsearch: double until the first out-of-memory, then bisect between the last success and the failure until
+  they are adjacent, and finally keep a safety margin: `max(1, int(size * (1 - margin)))`;
+- the size never grows past the length of the training set nor past `max_val`;
+- out-of-memory means a RuntimeError whose single argument reads like CUDA's "out of memory", cuDNN's
+  "CUDNN_STATUS_NOT_SUPPORTED." or the CPU allocator's "can't allocate memory"; anything else propagates.
+The caller runs each trial (a few optimiser steps) and restores model, optimiser and RNG afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from shared.errors import UserError
+
+
+def is_oom_error(error: BaseException) -> bool:
+    if not isinstance(error, RuntimeError) or len(error.args) != 1 or not isinstance(error.args[0], str):
+        return False
+    text = error.args[0]
+    return (("CUDA" in text and "out of memory" in text)
+            or "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED." in text
+            or "DefaultCPUAllocator: can't allocate memory" in text)
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class _Sizes:
+    """The two sizes Lightning keeps apart: the configured one and the one the data loader was built with."""
+
+    configured: int
+    loader: int
+    dataset_length: int
+    max_val: int
+    tried: list[int] = field(default_factory=list)
+
+    def adjust(self, factor: float = 1.0, value: int | None = None) -> tuple[int, bool]:
+        if self.configured >= self.dataset_length:
+            return self.configured, False
+        new = value if value is not None else int(self.configured * factor)
+        new = min(new, self.max_val)
+        changed = new != self.configured
+        self.configured = new
+        return new, changed
+
+    def rebuild_loader(self) -> None:
+        if self.configured < 1:
+            raise UserError("out of memory even at batch size 1: the model does not fit on this device")
+        self.loader = self.configured
+
+
+@dataclass
+class SearchResult:
+    batch_size: int
+    tried: list[int]
+
+
+def scale_batch_size(run_trial: Callable[[int], None], current_batch_size: int, dataset_length: int,
+                     mode: str = "power", init_val: int = 2, max_trials: int = 25, margin: float = 0.05,
+                     max_val: int = 8192) -> SearchResult:
+    """Search a batch size; `run_trial(size)` runs a few training steps at `size` and raises on OOM."""
+    if mode not in ("power", "binsearch"):
+        raise ValueError(f"mode must be 'power' or 'binsearch', got {mode!r}")
+    sizes = _Sizes(configured=current_batch_size, loader=current_batch_size, dataset_length=dataset_length,
+                   max_val=max_val)
+
+    def trial() -> None:
+        sizes.tried.append(sizes.loader)
+        run_trial(sizes.loader)
+
+    new_size, _ = sizes.adjust(value=init_val)
+    search = _power if mode == "power" else _binsearch
+    new_size = search(trial, sizes, new_size, max_trials)
+    if mode == "binsearch" and margin > 0:
+        new_size = max(1, int(new_size * (1 - margin)))
+    free_memory()
+    return SearchResult(new_size, sizes.tried)
+
+
+def _power(trial: Callable[[], None], sizes: _Sizes, new_size: int, max_trials: int) -> int:
+    any_success = False
+    for i in range(max_trials):
+        free_memory()
+        if new_size >= sizes.max_val:
+            break
+        try:
+            trial()
+            last_successful = new_size
+            if i + 1 >= max_trials:
+                new_size = last_successful
+                break
+            new_size, changed = sizes.adjust(factor=2.0)
+            if not changed:
+                break
+            sizes.rebuild_loader()
+            any_success = True
+        except RuntimeError as error:
+            if not is_oom_error(error):
+                raise
+            free_memory()
+            new_size, _ = sizes.adjust(factor=0.5)
+            sizes.rebuild_loader()
+            if any_success:
+                break
+    return new_size
+
+
+def _binsearch(trial: Callable[[], None], sizes: _Sizes, new_size: int, max_trials: int) -> int:
+    low, high, count = 1, None, 0
+    while True:
+        free_memory()
+        if new_size >= sizes.max_val:
+            break
+        try:
+            trial()
+            last_successful = new_size
+            count += 1
+            if count >= max_trials:
+                new_size = last_successful
+                break
+            low = new_size
+            if high:
+                if high - low <= 1:
+                    break
+                new_size, changed = sizes.adjust(value=(high + low) // 2)
+            else:
+                new_size, changed = sizes.adjust(factor=2.0)
+            if not changed:
+                break
+            sizes.rebuild_loader()
+        except RuntimeError as error:
+            if not is_oom_error(error):
+                raise
+            free_memory()
+            high = new_size
+            new_size, _ = sizes.adjust(value=(high + low) // 2)
+            sizes.rebuild_loader()
+            if high - low <= 1:
+                break
+    return new_size
+
+
+def search_with_loop(loop, make_loader: Callable[[int], object], current_batch_size: int, dataset_length: int,
+                     mode: str, steps_per_trial: int = 3) -> SearchResult:
+    """Run the search with real training steps of `loop`, then put back model, optimizer, scheduler, scaler,
+    loop position and every RNG state as they were before it (Lightning restores weights from a temporary
+    checkpoint but not the RNG; this trainer restores both, so the search leaves no trace on the run)."""
+    from vanilla.fit_loop import LoopPosition
+    from vanilla.seed import isolate_rng
+
+    saved_model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
+    saved_optimizer = copy.deepcopy(loop.optimizer.state_dict())
+    saved_scheduler = copy.deepcopy(loop.scheduler.state_dict())
+    saved_precision = copy.deepcopy(loop.precision.state_dict())
+    saved_position, saved_every_n = loop.position, loop.checkpoint_every_n_steps
+
+    def run_trial(batch_size: int) -> None:
+        loader = make_loader(batch_size)
+        loop.position, loop.checkpoint_every_n_steps = LoopPosition(), 0
+        loop.model.train()
+        while loop.position.global_step < steps_per_trial:
+            for batch_idx, batch in enumerate(loader):
+                loop.training_step(batch, batch_idx, len(loader))
+                if loop.position.global_step >= steps_per_trial:
+                    break
+
+    with isolate_rng():
+        try:
+            return scale_batch_size(run_trial, current_batch_size, dataset_length, mode=mode)
+        finally:
+            loop.model.load_state_dict(saved_model)
+            loop.optimizer.load_state_dict(saved_optimizer)
+            loop.optimizer.zero_grad(set_to_none=True)
+            loop.scheduler.load_state_dict(saved_scheduler)
+            loop.precision.load_state_dict(saved_precision)
+            loop.position, loop.checkpoint_every_n_steps = saved_position, saved_every_n

@@ -1,0 +1,133 @@
+"""`--strategy ddp`: DistributedDataParallel, one process per device (Lightning: `strategies.DDPStrategy` and
+its subprocess launcher).
+
+Launched two ways, as Lightning is:
+- `python vanilla/train.py --strategy ddp --devices N`: this process becomes rank 0 and starts ranks 1..N-1 as
+  copies of the same command, with the rendezvous in environment variables;
+- under `torchrun` (one machine or several): the launcher has set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+  MASTER_PORT, and nothing is started here.
+Backend gloo on the CPU, nccl on CUDA. Each rank sees its own shard of the data through a DistributedSampler
+seeded with the run's seed and re-shuffled per epoch with `set_epoch`, as Lightning does. Only rank 0 writes
+files; reductions keep every rank's early-stopping and checkpoint decisions identical.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or dist.is_initialized()
+
+
+def launched_by_torchrun() -> bool:
+    return all(key in os.environ for key in ENV_KEYS)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_local_ranks(script: str, argv: list[str], world_size: int) -> list[subprocess.Popen]:
+    """Start ranks 1..world_size-1 as copies of this command; this process takes rank 0."""
+    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world_size)}
+    children = []
+    for rank in range(1, world_size):
+        env = dict(os.environ, **rendezvous, RANK=str(rank), LOCAL_RANK=str(rank))
+        children.append(subprocess.Popen([sys.executable, script, *argv], env=env))
+    os.environ.update(rendezvous, RANK="0", LOCAL_RANK="0")
+    return children
+
+
+def wait_for(children: list[subprocess.Popen], failed: bool) -> int:
+    """Wait for the other ranks (stopping them if this one failed); the worst exit status wins."""
+    status = 0
+    for child in children:
+        if failed and child.poll() is None:
+            child.terminate()
+        status = max(status, abs(child.wait()))
+    return status
+
+
+def init_process_group(device_type: str) -> ProcessInfo:
+    info = ProcessInfo(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+    if device_type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, timeout=timedelta(minutes=10))
+    return info
+
+
+def destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def reduce_any(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is True on any (Lightning's `reduce_boolean_decision(..., all=False)`)."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor(int(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def gather_objects(obj) -> list:
+    """Every rank's `obj`, in rank order (one element when not distributed)."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch part-way through, for exact mid-epoch resume."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._skip = 0
+
+    def skip_next_epoch_start(self, samples: int) -> None:
+        self._skip = samples
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self._skip = self._skip, 0
+        return iter(indices[skip:])

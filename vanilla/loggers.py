@@ -1,0 +1,75 @@
+"""metrics.csv, hparams.yaml and TensorBoard events (Lightning: `loggers.CSVLogger` and `TensorBoardLogger`).
+
+metrics.csv has Lightning's CSVLogger layout: one row per logging call holding the logged values plus `epoch`
+and `step` (optimizer steps so far), columns sorted by name, empty cells for values a row does not hold.
+Rows are appended as they come, so a crash loses nothing already logged. hparams.yaml is `yaml.dump` of the
+run's settings, as Lightning writes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import yaml
+
+
+class CSVLogger:
+    def __init__(self, log_dir: str | Path):
+        self.path = Path(log_dir) / "metrics.csv"
+        self.keys: list[str] = []
+        self.rows: list[dict] = []
+        if self.path.exists():
+            with open(self.path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                self.keys = list(reader.fieldnames or [])
+                self.rows = list(reader)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop rows logged after the checkpoint (the abandoned part of the interrupted run)."""
+        kept = [row for row in self.rows if int(row["step"]) <= step]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self._rewrite()
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        row = dict(metrics, step=step)
+        self.rows.append(row)
+        if set(row) - set(self.keys):
+            self.keys = sorted(set(self.keys) | set(row))
+            self._rewrite()
+        else:
+            with open(self.path, "a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=self.keys).writerow(row)
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def save_hparams(log_dir: str | Path, hparams: dict) -> None:
+    with open(Path(log_dir) / "hparams.yaml", "w", newline="") as handle:
+        yaml.dump(hparams, handle)
+
+
+class TensorBoardLogger:
+    """Scalars under <output-dir>/tensorboard, one tag per metric, x axis = optimizer steps."""
+
+    def __init__(self, log_dir: str | Path):
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
+
+        self.writer = SummaryWriter(log_dir=str(Path(log_dir) / "tensorboard"))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for name, value in metrics.items():
+            if name != "epoch":
+                self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,53 @@
+"""The test phase after fit (Lightning: `trainer.test(ckpt_path=best or last)`).
+
+Loads the best checkpoint's weights (or last.ckpt when no best exists), generates a question for every test
+example by beam search, scores BLEU-1..4 and ROUGE-L, and writes predictions.jsonl and test_metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from shared.data import PadCollator, QGDataset
+from shared.decoding import generate_questions
+from shared.metrics import qg_scores
+from vanilla.checkpoint_connector import load_model_weights
+from vanilla.checkpoint_io import load_checkpoint
+from vanilla.precision import Precision
+
+
+def choose_checkpoint(best_model_path: str, last_model_path: str) -> str:
+    return best_model_path or last_model_path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_test(model: torch.nn.Module, tokenizer, dataset: QGDataset, ckpt_path: str, device: torch.device,
+             precision: Precision, batch_size: int, num_beams: int, max_new_tokens: int,
+             output_dir: Path) -> dict:
+    load_model_weights(model, load_checkpoint(ckpt_path), ckpt_path)
+    model.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=PadCollator(tokenizer.pad_token_id))
+    generated: list[str] = []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with precision.forward_context():
+            generated += generate_questions(model, tokenizer, batch, num_beams, max_new_tokens)
+    examples = dataset.examples
+    lines = [json.dumps({"id": e.id, "context": e.context, "answer": e.answer, "reference": e.question,
+                         "generated": g}, ensure_ascii=False) for e, g in zip(examples, generated)]
+    _write_atomically(output_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    scores = qg_scores(generated, [e.question for e in examples])
+    report = {**scores, "num_examples": len(examples), "checkpoint": Path(ckpt_path).name}
+    _write_atomically(output_dir / "test_metrics.json", json.dumps(report, indent=2) + "\n")
+    return report
