@@ -192,7 +192,7 @@ def make_split(rng: random.Random, world: World, n_examples: int, split: str) ->
     return {"version": "1.1", "data": articles}
 
 
-DEFAULT_SIZES = {"train": 6000, "dev": 600, "test": 300}
+DEFAULT_SIZES = {"train": 5000, "dev": 600, "test": 300}
 
 
 def write_synthetic_squad(out_dir: str | Path, seed: int = 1234, sizes: dict[str, int] | None = None) -> dict:

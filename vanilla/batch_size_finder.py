@@ -7,6 +7,9 @@ The same algorithm as Lightning 2.6, quirks included, so both trainers try the s
 - binsearch: double until the first out-of-memory, then bisect between the last success and the failure until
   they are adjacent, and finally keep a safety margin: `max(1, int(size * (1 - margin)))`;
 - the size never grows past the length of the training set nor past `max_val`;
+- one deliberate difference: when a trial at or above the training set's length runs out of memory, the size
+  cannot be adjusted any more and Lightning either returns the size that just failed (power) or retries it
+  forever (binsearch); this search returns the last size that worked instead;
 - out-of-memory means a RuntimeError whose single argument reads like CUDA's "out of memory", cuDNN's
   "CUDNN_STATUS_NOT_SUPPORTED." or the CPU allocator's "can't allocate memory"; anything else propagates.
 The caller runs each trial (a few optimiser steps) and restores model, optimiser and RNG afterwards.
@@ -94,6 +97,7 @@ def scale_batch_size(run_trial: Callable[[int], None], current_batch_size: int, 
 
 def _power(trial: Callable[[], None], sizes: _Sizes, new_size: int, max_trials: int) -> int:
     any_success = False
+    last_successful = new_size
     for i in range(max_trials):
         free_memory()
         if new_size >= sizes.max_val:
@@ -113,11 +117,18 @@ def _power(trial: Callable[[], None], sizes: _Sizes, new_size: int, max_trials: 
             if not is_oom_error(error):
                 raise
             free_memory()
-            new_size, _ = sizes.adjust(factor=0.5)
+            new_size, changed = sizes.adjust(factor=0.5)
+            if not changed and any_success:  # stuck at the data set's length (see the module docstring)
+                return _fall_back(sizes, last_successful)
             sizes.rebuild_loader()
             if any_success:
                 break
     return new_size
+
+
+def _fall_back(sizes: _Sizes, size: int) -> int:
+    sizes.configured = sizes.loader = size
+    return size
 
 
 def _binsearch(trial: Callable[[], None], sizes: _Sizes, new_size: int, max_trials: int) -> int:
@@ -148,7 +159,9 @@ def _binsearch(trial: Callable[[], None], sizes: _Sizes, new_size: int, max_tria
                 raise
             free_memory()
             high = new_size
-            new_size, _ = sizes.adjust(value=(high + low) // 2)
+            new_size, changed = sizes.adjust(value=(high + low) // 2)
+            if not changed:  # stuck at the data set's length (see the module docstring)
+                return _fall_back(sizes, low)
             sizes.rebuild_loader()
             if high - low <= 1:
                 break

@@ -104,7 +104,7 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
     loggers = []
     loop = FitLoop(
         model=model, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
-        train_loader=None, val_loader=build_eval_loader(data.dev, args.batch_size, collate, args.num_workers, info),
+        train_loader=None, val_loader=None,  # built once the batch size is final
         early_stopping=EarlyStopping("dev_loss", patience=args.patience, min_delta=args.min_delta),
         checkpoint=checkpoint, save_checkpoint=None, loggers=loggers, progress=ProgressBar(enabled=writer),
         max_epochs=args.max_epochs, limit_train_batches=args.limit_train_batches,
@@ -124,6 +124,7 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         say(f"batch-size search ({args.auto_batch_size}): tried {result.tried} -> batch size {result.batch_size}")
         args.batch_size = result.batch_size
     loop.train_loader = build_train_loader(data.train, args.batch_size, collate, args.num_workers, info, args.seed)
+    loop.val_loader = build_eval_loader(data.dev, args.batch_size, collate, args.num_workers, info)
     hparams = dict(vars(args))
     loop.save_checkpoint = lambda path: atomic_save(dump_checkpoint(loop, hparams), path)
     if resume is not None:
