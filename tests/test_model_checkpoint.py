@@ -65,9 +65,11 @@ def test_name_clash_gets_a_version_suffix(tmp_path):
     assert (tmp_path / "epoch=0-dev_loss=2.00.ckpt").read_text() == "someone else's"
 
 
-def test_non_writer_rank_keeps_bookkeeping_but_writes_nothing(tmp_path):
+def test_non_writer_rank_keeps_bookkeeping_and_deletes_nothing(tmp_path):
+    calls = []
     checkpoint = ModelCheckpoint(tmp_path / "ckpts", save_top_k=1, is_writer=False)
-    offer(checkpoint, [2.0, 1.0], saver([]))
+    offer(checkpoint, [2.0, 1.0], lambda path: calls.append(path.name))  # save is called on every rank
+    assert calls == ["epoch=0-dev_loss=2.00.ckpt", "last.ckpt", "epoch=1-dev_loss=1.00.ckpt", "last.ckpt"]
     assert not (tmp_path / "ckpts").exists()
     assert Path(checkpoint.best_model_path).name == "epoch=1-dev_loss=1.00.ckpt"
 

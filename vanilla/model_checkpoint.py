@@ -81,9 +81,10 @@ class ModelCheckpoint:
         self._write(self.last_model_path, save)
 
     def _write(self, path: str, save: SaveFn) -> None:
+        # Called on every rank: building a checkpoint gathers state from all of them; `save` writes on rank 0.
         if self.is_writer:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            save(Path(path))
+        save(Path(path))
 
     def state_dict(self) -> dict:
         return {"monitor": self.monitor, "best_model_score": self.best_model_score,

@@ -126,7 +126,13 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
     loop.train_loader = build_train_loader(data.train, args.batch_size, collate, args.num_workers, info, args.seed)
     loop.val_loader = build_eval_loader(data.dev, args.batch_size, collate, args.num_workers, info)
     hparams = dict(vars(args))
-    loop.save_checkpoint = lambda path: atomic_save(dump_checkpoint(loop, hparams), path)
+
+    def save_checkpoint(path: Path) -> None:
+        checkpoint = dump_checkpoint(loop, hparams)  # on every rank: it gathers their RNG states
+        if writer:
+            atomic_save(checkpoint, path)
+
+    loop.save_checkpoint = save_checkpoint
     if resume is not None:
         restore_checkpoint(loop, resume, resume_path, info.rank)
         say(f"resumed from {resume_path}: epoch {loop.position.epoch}, step {loop.position.global_step}, "

@@ -1,0 +1,81 @@
+"""The command line as a user meets it: --help, and one-line errors with a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, qa, squad_doc, tiny_args, write_json
+
+ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+
+
+def vanilla(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "vanilla/train.py", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_explains_every_common_option():
+    result = vanilla("--help")
+    assert result.returncode == 0
+    for option in ("--data-dir", "--train-file", "--dev-file", "--test-file", "--model", "--output-dir",
+                   "--max-epochs", "--batch-size", "--lr", "--seed", "--patience", "--min-delta", "--precision",
+                   "--accelerator", "--devices", "--strategy", "--auto-batch-size", "--resume",
+                   "--checkpoint-every-n-steps", "--limit-train-batches", "--num-workers"):
+        assert option in result.stdout, option
+
+
+def test_bad_record_is_one_line_naming_file_and_record(tiny_data, tmp_path):
+    bad = write_json(tmp_path / "train.json", squad_doc(qa("rec-42", "Where?", "London", 3)))
+    result = vanilla("--train-file", str(bad), "--dev-file", str(tiny_data / "dev.json"),
+                     "--test-file", str(tiny_data / "test.json"), "--output-dir", str(tmp_path / "out"))
+    assert_one_line_error(result, str(bad), "record 'rec-42'", "answer_start 3")
+
+
+def test_malformed_json_is_one_line(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        (data / f"{split}.json").write_text((tiny_data / f"{split}.json").read_text())
+    (data / "dev.json").write_text('{"data": [ {"paragraphs": ')
+    result = vanilla("--data-dir", str(data), "--output-dir", str(tmp_path / "out"))
+    assert_one_line_error(result, str(data / "dev.json"), "malformed JSON")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--strategy", "dp"], ["--strategy dp", "CUDA"]),
+    (["--accelerator", "gpu"], ["--accelerator gpu", "no CUDA GPU"]),
+    (["--batch-size", "0"], ["--batch-size", "at least 1"]),
+    (["--limit-train-batches", "1.5"], ["--limit-train-batches"]),
+    (["--precision", "64"], ["--precision", "invalid choice"]),
+    (["--resume", "last", "--overwrite"], ["--resume", "--overwrite"]),
+    (["--devices", "0"], ["--devices"]),
+    (["--train-file", "x.json"], ["--dev-file is missing"]),
+])
+def test_impossible_requests_are_one_line(tmp_path, args, fragments):
+    assert_one_line_error(vanilla("--output-dir", str(tmp_path / "out"), *args), *fragments)
+
+
+def test_missing_resume_checkpoint_and_existing_run(tiny_data, tmp_path):
+    assert_one_line_error(vanilla(*tiny_args(tiny_data, tmp_path / "a", "--resume", "last")), "no checkpoint at")
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    assert_one_line_error(vanilla(*tiny_args(tiny_data, tmp_path / "b")), "already holds a run", "--overwrite")
+
+
+def test_ask_command_errors_are_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "shared.ask", "--model", str(tmp_path / "nowhere"),
+                             "--context", "abc", "--answer", "b"], cwd=REPO, env=ENV, capture_output=True,
+                            text=True, timeout=120)
+    assert_one_line_error(result, "--model")

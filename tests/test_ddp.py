@@ -1,0 +1,66 @@
+"""DDP with two CPU processes (gloo): launched by the trainer itself, and by torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vanilla.checkpoint_io import load_checkpoint
+from tests.conftest import REPO, tiny_args
+
+pytestmark = [pytest.mark.slow, pytest.mark.ddp]
+# One thread per rank: two ranks share two cores, and torchrun would set it anyway.
+ENV = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+
+
+def run(command, timeout=180):
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def test_two_processes_self_launched_and_under_torchrun_agree(tiny_data, tmp_path):
+    args = ["--strategy", "ddp", "--devices", "2", "--max-epochs", "2", "--checkpoint-every-n-steps", "4"]
+    own = tmp_path / "own"
+    result = run([sys.executable, "vanilla/train.py", *tiny_args(tiny_data, own, *args)])
+    assert result.stdout.count("testing ") == 1  # only rank 0 reports and tests
+    assert "ddp on 2 cpu device(s)" in result.stdout
+    assert len(list((own / "tensorboard").glob("events.out.tfevents.*"))) == 1  # only rank 0 writes files
+    last = load_checkpoint(own / "checkpoints" / "last.ckpt")
+    assert last["loops"]["world_size"] == 2 and len(last["rng_states"]) == 2
+    # each rank sees half of the 202 examples: 101 per rank, 7 batches of 16 per epoch
+    assert last["global_step"] == 14
+
+    launched = tmp_path / "torchrun"
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+         "vanilla/train.py", *tiny_args(tiny_data, launched, *args)])
+    mine, theirs = load_checkpoint(own / "checkpoints" / "last.ckpt"), load_checkpoint(launched / "checkpoints" / "last.ckpt")
+    for key, tensor in mine["state_dict"].items():
+        assert torch.equal(tensor, theirs["state_dict"][key]), key
+    assert (own / "metrics.csv").read_text() == (launched / "metrics.csv").read_text()
+
+
+def test_ddp_resume_mid_epoch(tiny_data, tmp_path):
+    """Both ranks crash after step 11; last.ckpt is the step-9 save, two batches into epoch 1. Resuming it gives
+    the weights of the uninterrupted two-rank run: every rank gets back its own RNG state and data shard."""
+    args = ["--strategy", "ddp", "--devices", "2", "--max-epochs", "2", "--checkpoint-every-n-steps", "3"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run([sys.executable, "vanilla/train.py", *tiny_args(tiny_data, straight, *args)])
+    crashed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                              "--standalone", "tests/helpers/interrupted_train.py", "11",
+                              *tiny_args(tiny_data, resumed, *args)],
+                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=180)
+    assert crashed.returncode != 0
+    last = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    assert (last["global_step"], last["loops"]["epoch"], last["loops"]["batches_done"]) == (9, 1, 2)
+    run([sys.executable, "vanilla/train.py", *tiny_args(tiny_data, resumed, *args, "--resume", "last")])
+    a = load_checkpoint(straight / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 14
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    assert (straight / "metrics.csv").read_text() == (resumed / "metrics.csv").read_text()
