@@ -82,7 +82,7 @@ def build_parser(prog: str, default_output_dir: str) -> argparse.ArgumentParser:
                             "BART initialised at random with a tokenizer trained on the training split")
     model.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="small",
                        help="size of the randomly initialised BART (ignored with --model)")
-    model.add_argument("--vocab-size", type=_positive_int, default=4000, help="size of the trained tokenizer")
+    model.add_argument("--vocab-size", type=_positive_int, default=1000, help="size of the trained tokenizer")
     model.add_argument("--num-beams", type=_positive_int, default=4, help="beam width for test-time generation")
 
     train = parser.add_argument_group("training")

@@ -14,7 +14,7 @@ from shared.squad import HIGHLIGHT
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", HIGHLIGHT]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE (BART's scheme) on `texts`. Deterministic for the same texts and vocab size."""
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
