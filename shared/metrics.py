@@ -15,7 +15,7 @@ def normalise(text: str) -> str:
 
 
 def qg_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Corpus BLEU-1..4 (one reference each) and mean ROUGE-L F1, as percentages-free fractions in [0, 1]."""
+    """Corpus BLEU-1..4 (one reference each) and mean ROUGE-L F1, each a fraction in [0, 1]."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     preds = [normalise(p) for p in predictions]

@@ -60,7 +60,8 @@ def test_run_leaves_every_artifact(tiny_data, tmp_path):
     rows = read_metrics(out)
     assert list(rows[0]) == ["dev_loss", "epoch", "step", "train_loss"]
     assert len(rows) == 6  # a dev row and a train row per epoch
-    assert [(r["epoch"], r["step"]) for r in rows[::2]] == [("0", "13"), ("1", "26"), ("2", "39")]
+    # 13 batches per epoch; epoch-end rows carry the index of the epoch's last optimizer step, as in Lightning
+    assert [(r["epoch"], r["step"]) for r in rows[::2]] == [("0", "12"), ("1", "25"), ("2", "38")]
     assert all(r["dev_loss"] and not r["train_loss"] for r in rows[::2])
     assert all(r["train_loss"] and not r["dev_loss"] for r in rows[1::2])
 
@@ -151,7 +152,7 @@ def test_gradient_accumulation_and_clipping(tiny_data, tmp_path, monkeypatch):
     run(tiny_data, out, "--accumulate-grad-batches", "3", "--limit-train-batches", "7", "--max-epochs", "2",
         "--gradient-clip-val", "0.5")
     steps = [int(r["step"]) for r in read_metrics(out)[::2]]
-    assert steps == [3, 6]  # steps after batches 3, 6 and the epoch's last (7): three per epoch
+    assert steps == [2, 5]  # steps after batches 3, 6 and the epoch's last (7): three per epoch, last index 2, 5
     assert clips == [0.5] * 6
 
 

@@ -46,6 +46,7 @@ class LoopPosition:
     should_stop: bool = False
     train_loss_sum: torch.Tensor = field(default_factory=lambda: torch.tensor(0.0))
     train_samples: int = 0
+    logged_rows: int = 0  # rows in metrics.csv; a resumed run drops any written after its checkpoint
 
 
 class FitLoop:
@@ -177,10 +178,12 @@ class FitLoop:
     def on_epoch_end(self, dev_loss: torch.Tensor) -> None:
         pos = self.position
         train_loss = pos.train_loss_sum / pos.train_samples
-        if self.is_global_zero:
+        # Lightning logs epoch-end values at the index of the epoch's last optimizer step (global_step - 1).
+        for row in ({"dev_loss": dev_loss.item(), "epoch": pos.epoch},
+                    {"train_loss": train_loss.item(), "epoch": pos.epoch}):
             for logger in self.loggers:
-                logger.log_metrics({"dev_loss": dev_loss.item(), "epoch": pos.epoch}, step=pos.global_step)
-                logger.log_metrics({"train_loss": train_loss.item(), "epoch": pos.epoch}, step=pos.global_step)
+                logger.log_metrics(row, step=pos.global_step - 1)
+            pos.logged_rows += 1
         self.progress.end_epoch(train_loss=train_loss.item(), dev_loss=dev_loss.item())
         should_stop, message = self.early_stopping.check(dev_loss, pos.epoch)
         should_stop = ddp.reduce_any(should_stop, self.device)

@@ -1,7 +1,7 @@
 """metrics.csv, hparams.yaml and TensorBoard events (Lightning: `loggers.CSVLogger` and `TensorBoardLogger`).
 
 metrics.csv has Lightning's CSVLogger layout: one row per logging call holding the logged values plus `epoch`
-and `step` (optimizer steps so far), columns sorted by name, empty cells for values a row does not hold.
+and `step` (for epoch-end values, the index of the epoch's last optimizer step, as Lightning logs them), columns sorted by name, empty cells for values a row does not hold.
 Rows are appended as they come, so a crash loses nothing already logged. hparams.yaml is `yaml.dump` of the
 run's settings, as Lightning writes it.
 """
@@ -26,11 +26,10 @@ class CSVLogger:
                 self.keys = list(reader.fieldnames or [])
                 self.rows = list(reader)
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint (the abandoned part of the interrupted run)."""
-        kept = [row for row in self.rows if int(row["step"]) <= step]
-        if len(kept) != len(self.rows):
-            self.rows = kept
+    def truncate(self, rows: int) -> None:
+        """On resume: keep the first `rows` rows, dropping those the interrupted run logged after its checkpoint."""
+        if len(self.rows) > rows:
+            self.rows = self.rows[:rows]
             self._rewrite()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -42,6 +41,9 @@ class CSVLogger:
         else:
             with open(self.path, "a", newline="") as handle:
                 csv.DictWriter(handle, fieldnames=self.keys).writerow(row)
+
+    def close(self) -> None:
+        pass  # every row is on disk as soon as it is logged
 
     def _rewrite(self) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")

@@ -140,30 +140,32 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
     if writer:
         csv_logger = CSVLogger(output_dir)
         if resume is not None:
-            csv_logger.truncate_after(loop.position.global_step)
+            csv_logger.truncate(loop.position.logged_rows)
         loggers += [csv_logger, TensorBoardLogger(output_dir)]
         save_hparams(output_dir, hparams)
 
     loop.run(sanity_check=resume is None)
     if loop.stop_reason:
         say(f"early stopping: {loop.stop_reason}")
-    ddp.barrier()
     for logger in loggers:
-        getattr(logger, "close", lambda: None)()
-    if not writer:
-        return None
+        logger.close()
+    scores = test_and_export(args, hardware, model, data, checkpoint, device, output_dir, started) if writer else None
+    ddp.barrier()  # the other ranks wait for rank 0's test phase, so that all leave the process group together
+    return scores
 
+
+def test_and_export(args, hardware: Hardware, model, data, checkpoint: ModelCheckpoint, device, output_dir: Path,
+                    started: float) -> dict:
     ckpt_path = choose_checkpoint(checkpoint.best_model_path, checkpoint.last_model_path)
     if not ckpt_path:
         raise UserError("training wrote no checkpoint, so there is nothing to test")
-    say(f"testing {ckpt_path}")
-    test_precision = Precision(args.precision, hardware.device_type)
-    scores = run_test(model, data.tokenizer, data.test, ckpt_path, device, test_precision, args.batch_size,
-                      args.num_beams, args.max_target_length, output_dir)
+    print(f"testing {ckpt_path}")
+    scores = run_test(model, data.tokenizer, data.test, ckpt_path, device, Precision(args.precision,
+                      hardware.device_type), args.batch_size, args.num_beams, args.max_target_length, output_dir)
     export_pretrained(model, data.tokenizer, output_dir / "export")
-    elapsed = time.perf_counter() - started
-    say("test: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float)))
-    say(f"done in {elapsed:.1f}s: best checkpoint {ckpt_path}; model exported to {output_dir / 'export'}")
+    print("test: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float)))
+    print(f"done in {time.perf_counter() - started:.1f}s: best checkpoint {ckpt_path}; "
+          f"model exported to {output_dir / 'export'}")
     return scores
 
 
