@@ -17,7 +17,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] in ("", str(Path(__file__).resolve().parent)):
     sys.path[0] = str(REPO_ROOT)
 
-import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
@@ -33,10 +32,10 @@ from shared.data import PadCollator  # noqa: E402
 from shared.decoding import generate_questions  # noqa: E402
 from shared.errors import UserError, exit_on_user_error  # noqa: E402
 from shared.export import export_pretrained  # noqa: E402
-from shared.metrics import qg_scores  # noqa: E402
 from shared.model import seq2seq_loss  # noqa: E402
 from shared.pipeline import make_model, prepare_data  # noqa: E402
 from shared.run_dir import prepare_output_dir  # noqa: E402
+from shared.test_report import write_test_report  # noqa: E402
 
 PROG = "lightning/train.py"
 DEFAULT_OUTPUT_DIR = "runs/lightning"
@@ -93,16 +92,6 @@ class QGModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def write_test_files(output_dir: Path, examples, generated: list[str], checkpoint: str) -> dict:
-    lines = [json.dumps({"id": e.id, "context": e.context, "answer": e.answer, "reference": e.question,
-                         "generated": g}, ensure_ascii=False) for e, g in zip(examples, generated)]
-    (output_dir / "predictions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    report = {**qg_scores(generated, [e.question for e in examples]), "num_examples": len(examples),
-              "checkpoint": Path(checkpoint).name}
-    (output_dir / "test_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(PROG, DEFAULT_OUTPUT_DIR, argv)
     if args.resume or args.auto_batch_size or args.strategy == "dp" or args.checkpoint_every_n_steps:
@@ -132,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     if not trainer.is_global_zero:
         return {}
-    report = write_test_files(output_dir, data.test.examples, module.generated, ckpt_path)
+    report = write_test_report(output_dir, data.test.examples, module.generated, ckpt_path)
     export_pretrained(module.model, data.tokenizer, output_dir / "export")
     print(f"done in {time.perf_counter() - started:.1f}s: best checkpoint {ckpt_path}")
     return report

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from shared.squad import HIGHLIGHT, QGExample, read_squad
+from shared.squad import HIGHLIGHT, QGExample
 from shared.errors import UserError
 from shared.synthetic import write_synthetic_squad
 
@@ -100,7 +100,3 @@ class PadCollator:
             labels[row, : len(item["labels"])] = torch.tensor(item["labels"])
         index = torch.tensor([item["index"] for item in items], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "index": index}
-
-
-def load_split(path: Path, tokenizer, max_source_length: int, max_target_length: int) -> QGDataset:
-    return QGDataset(read_squad(path).examples, tokenizer, max_source_length, max_target_length)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -37,7 +36,3 @@ def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if HIGHLIGHT not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [HIGHLIGHT]})
     return tokenizer
-
-
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(str(path))

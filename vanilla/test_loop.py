@@ -6,8 +6,6 @@ example by beam search, scores BLEU-1..4 and ROUGE-L, and writes predictions.jso
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
@@ -15,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from shared.data import PadCollator, QGDataset
 from shared.decoding import generate_questions
-from shared.metrics import qg_scores
+from shared.test_report import write_test_report
 from vanilla.checkpoint_connector import load_model_weights
 from vanilla.checkpoint_io import load_checkpoint
 from vanilla.precision import Precision
@@ -23,12 +21,6 @@ from vanilla.precision import Precision
 
 def choose_checkpoint(best_model_path: str, last_model_path: str) -> str:
     return best_model_path or last_model_path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run_test(model: torch.nn.Module, tokenizer, dataset: QGDataset, ckpt_path: str, device: torch.device,
@@ -43,11 +35,4 @@ def run_test(model: torch.nn.Module, tokenizer, dataset: QGDataset, ckpt_path: s
         batch = {k: v.to(device) for k, v in batch.items()}
         with precision.forward_context():
             generated += generate_questions(model, tokenizer, batch, num_beams, max_new_tokens)
-    examples = dataset.examples
-    lines = [json.dumps({"id": e.id, "context": e.context, "answer": e.answer, "reference": e.question,
-                         "generated": g}, ensure_ascii=False) for e, g in zip(examples, generated)]
-    _write_atomically(output_dir / "predictions.jsonl", "\n".join(lines) + "\n")
-    scores = qg_scores(generated, [e.question for e in examples])
-    report = {**scores, "num_examples": len(examples), "checkpoint": Path(ckpt_path).name}
-    _write_atomically(output_dir / "test_metrics.json", json.dumps(report, indent=2) + "\n")
-    return report
+    return write_test_report(output_dir, dataset.examples, generated, ckpt_path)
