@@ -17,7 +17,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] in ("", str(Path(__file__).resolve().parent)):
     sys.path[0] = str(REPO_ROOT)
 
-import os  # noqa: E402
 import time  # noqa: E402
 
 import pytorch_lightning as pl  # noqa: E402
@@ -128,5 +127,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     exit_on_user_error(main)()

@@ -25,6 +25,8 @@ from typing import Callable
 import torch
 
 from shared.errors import UserError
+from vanilla.fit_loop import LoopPosition
+from vanilla.seed import isolate_rng
 
 
 def is_oom_error(error: BaseException) -> bool:
@@ -173,9 +175,6 @@ def search_with_loop(loop, make_loader: Callable[[int], object], current_batch_s
     """Run the search with real training steps of `loop`, then put back model, optimizer, scheduler, scaler,
     loop position and every RNG state as they were before it (Lightning restores weights from a temporary
     checkpoint but not the RNG; this trainer restores both, so the search leaves no trace on the run)."""
-    from vanilla.fit_loop import LoopPosition
-    from vanilla.seed import isolate_rng
-
     saved_model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
     saved_optimizer = copy.deepcopy(loop.optimizer.state_dict())
     saved_scheduler = copy.deepcopy(loop.scheduler.state_dict())

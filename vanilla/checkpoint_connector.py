@@ -83,7 +83,7 @@ def restore_checkpoint(loop: FitLoop, checkpoint: dict, path, rank: int) -> None
     fields = {name: loops[name] for name in LoopPosition.__dataclass_fields__}
     loop.position = LoopPosition(**fields)
     loop.stop_reason = loop.early_stopping.stopping_reason_message if loop.position.should_stop else None
-    loop._pending_rng = rng_states[rank]
+    loop.pending_rng_states = rng_states[rank]
     if not loop.position.epoch_finished and loop.position.batches_done:
         samples_done = loop.position.batches_done * loops["batch_size"]
         sampler = loop.train_loader.sampler

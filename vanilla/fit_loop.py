@@ -80,7 +80,7 @@ class FitLoop:
         self.say = say
         self.position = LoopPosition()
         self.stop_reason: str | None = None
-        self._pending_rng: dict | None = None  # restored once the resumed epoch's iterator exists
+        self.pending_rng_states: dict | None = None  # set on resume; applied once the resumed epoch's iterator exists
 
     # ---------------------------------------------------------------- fit
     def run(self, sanity_check: bool = True) -> None:
@@ -196,6 +196,6 @@ class FitLoop:
         self.checkpoint.on_validation_epoch_end(pos.epoch, dev_loss, self.save_checkpoint)
 
     def _restore_pending_rng(self) -> None:
-        if self._pending_rng is not None:
-            restore_rng_states(self._pending_rng)
-            self._pending_rng = None
+        if self.pending_rng_states is not None:
+            restore_rng_states(self.pending_rng_states)
+            self.pending_rng_states = None

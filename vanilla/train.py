@@ -87,8 +87,7 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
 
     no_sync = None
     if hardware.strategy == "dp":
-        module = DataParallelLoss(model, device_ids=list(range(hardware.devices)))
-        loss_fn = module
+        loss_fn = DataParallelLoss(model, device_ids=list(range(hardware.devices)))
     elif hardware.strategy == "ddp":
         module = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.local_rank] if device.type == "cuda" else None)
@@ -149,19 +148,19 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         say(f"early stopping: {loop.stop_reason}")
     for logger in loggers:
         logger.close()
-    scores = test_and_export(args, hardware, model, data, checkpoint, device, output_dir, started) if writer else None
+    scores = test_and_export(args, model, data, checkpoint, precision, device, output_dir, started) if writer else None
     ddp.barrier()  # the other ranks wait for rank 0's test phase, so that all leave the process group together
     return scores
 
 
-def test_and_export(args, hardware: Hardware, model, data, checkpoint: ModelCheckpoint, device, output_dir: Path,
-                    started: float) -> dict:
+def test_and_export(args, model, data, checkpoint: ModelCheckpoint, precision: Precision, device,
+                    output_dir: Path, started: float) -> dict:
     ckpt_path = choose_checkpoint(checkpoint.best_model_path, checkpoint.last_model_path)
     if not ckpt_path:
         raise UserError("training wrote no checkpoint, so there is nothing to test")
     print(f"testing {ckpt_path}")
-    scores = run_test(model, data.tokenizer, data.test, ckpt_path, device, Precision(args.precision,
-                      hardware.device_type), args.batch_size, args.num_beams, args.max_target_length, output_dir)
+    scores = run_test(model, data.tokenizer, data.test, ckpt_path, device, precision, args.batch_size,
+                      args.num_beams, args.max_target_length, output_dir)
     export_pretrained(model, data.tokenizer, output_dir / "export")
     print("test: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float)))
     print(f"done in {time.perf_counter() - started:.1f}s: best checkpoint {ckpt_path}; "
