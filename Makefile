@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test parity clean
 
 venv: $(STAMP)
 
@@ -14,13 +14,19 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-# The main job on the embedded synthetic data: train, stop early, test the best checkpoint, export.
+# The main job on the embedded synthetic data, once per trainer (train, stop early, test the best checkpoint,
+# export), then the two runs side by side.
 demo: $(STAMP)
-	$(PY) vanilla/train.py --overwrite
+	$(PY) scripts/compare_runs.py --overwrite
 
 # The whole suite.
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Only the parity suite (vanilla/ against lightning/, bit for bit); prints the report and writes it, with the
+# loss-curve plot, to docs/parity/.
+parity: $(STAMP)
+	$(PY) -m pytest -m parity --parity-report docs/parity
 
 clean:
 	rm -rf runs .pytest_cache

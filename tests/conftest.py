@@ -39,3 +39,53 @@ def squad_doc(*qas, context: str = "Ada Lovelace was born in London in 1815.") -
 
 def qa(id_: str, question: str, text: str, start: int, **extra) -> dict:
     return {"id": id_, "question": question, "answers": [{"text": text, "answer_start": start}], **extra}
+
+
+def load_lightning_train():
+    """lightning/train.py as a module (the folder is not a package: a package named `lightning` would shadow
+    the real distribution)."""
+    import importlib.util
+    import sys
+
+    if "lightning_train" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("lightning_train", REPO / "lightning" / "train.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["lightning_train"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["lightning_train"]
+
+
+# ---------------------------------------------------------------- the parity report (tests marked `parity`)
+# Each parity test records what each trainer did (tests/parity_report.py holds the rows), before asserting; the
+# report is printed at the end of the session, and with --parity-report DIR also written there as parity.md
+# with the loss-curve plot.
+def pytest_addoption(parser):
+    parser.addoption("--parity-report", metavar="DIR", default=None,
+                     help="write the parity report (parity.md) and the loss-curve plot (parity_loss.png) to DIR")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from tests import parity_report
+
+    if not parity_report.ROWS:
+        return
+    terminalreporter.section("parity: vanilla/ against lightning/ on the CPU, float32 unless stated")
+    for line in parity_report.table():
+        terminalreporter.write_line(line)
+    directory = config.getoption("--parity-report")
+    if directory:
+        written = parity_report.write_report(Path(directory))
+        terminalreporter.write_line(f"report written: {', '.join(str(p) for p in written)}")
+
+
+@pytest.fixture(scope="session")
+def trained_pair(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """The tiny run (3 epochs, top-2 checkpoints) through each trainer, in this process; shared by the tests
+    that compare the two trainers' artifacts."""
+    from vanilla import train as vanilla_train
+
+    root = tmp_path_factory.mktemp("trained-pair")
+    outputs = {"vanilla": root / "vanilla", "lightning": root / "lightning"}
+    vanilla_train.main(tiny_args(tiny_data, outputs["vanilla"], "--save-top-k", "2"))
+    load_lightning_train().main(tiny_args(tiny_data, outputs["lightning"], "--save-top-k", "2"))
+    return outputs

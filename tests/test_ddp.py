@@ -31,7 +31,7 @@ def test_two_processes_self_launched_and_under_torchrun_agree(tiny_data, tmp_pat
     assert "ddp on 2 cpu device(s)" in result.stdout
     assert len(list((own / "tensorboard").glob("events.out.tfevents.*"))) == 1  # only rank 0 writes files
     last = load_checkpoint(own / "checkpoints" / "last.ckpt")
-    assert last["loops"]["world_size"] == 2 and len(last["rng_states"]) == 2
+    assert last["loop_state"]["world_size"] == 2 and len(last["rng_states"]) == 2
     # each rank sees half of the 202 examples: 101 per rank, 7 batches of 16 per epoch
     assert last["global_step"] == 14
 
@@ -51,12 +51,12 @@ def test_ddp_resume_mid_epoch(tiny_data, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run([sys.executable, "vanilla/train.py", *tiny_args(tiny_data, straight, *args)])
     crashed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                              "--standalone", "tests/helpers/interrupted_train.py", "11",
+                              "--standalone", "tests/helpers/interrupted_train.py", "vanilla", "11",
                               *tiny_args(tiny_data, resumed, *args)],
                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=180)
     assert crashed.returncode != 0
     last = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
-    assert (last["global_step"], last["loops"]["epoch"], last["loops"]["batches_done"]) == (9, 1, 2)
+    assert (last["global_step"], last["loop_state"]["epoch"], last["loop_state"]["batches_done"]) == (9, 1, 2)
     run([sys.executable, "vanilla/train.py", *tiny_args(tiny_data, resumed, *args, "--resume", "last")])
     a = load_checkpoint(straight / "checkpoints" / "last.ckpt")
     b = load_checkpoint(resumed / "checkpoints" / "last.ckpt")

@@ -110,8 +110,8 @@ class Interrupted(Exception):
 def interrupt_after_step(monkeypatch, step):
     original = FitLoop.optimizer_step
 
-    def optimizer_step(self):
-        original(self)
+    def optimizer_step(self, *args, **kwargs):
+        original(self, *args, **kwargs)
         if self.position.global_step == step:
             raise Interrupted(f"simulated crash after step {step}")
 
@@ -131,9 +131,9 @@ def test_resume_gives_the_same_run_as_no_interruption(tiny_data, tmp_path, monke
             run(tiny_data, tmp_path / "resumed", *extra)
     last = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     if every_n == "5":
-        assert (last["global_step"], last["loops"]["batches_done"], last["loops"]["epoch_finished"]) == (15, 2, False)
+        assert (last["global_step"], last["loop_state"]["batches_done"], last["loop_state"]["epoch_finished"]) == (15, 2, False)
     else:
-        assert (last["global_step"], last["loops"]["epoch_finished"]) == (13, True)
+        assert (last["global_step"], last["loop_state"]["epoch_finished"]) == (13, True)
     run(tiny_data, tmp_path / "resumed", *extra, "--resume", "last")
     assert_same_training(tmp_path / "straight", tmp_path / "resumed")
 

@@ -135,10 +135,10 @@ class FitLoop:
         pos.train_samples += batch_size
         pos.batches_done = batch_idx + 1  # before the step: a mid-epoch checkpoint must count this batch
         if steps_now:
-            self.optimizer_step()
+            self.optimizer_step(epoch_ends=batch_idx + 1 == num_batches)
         return detached.item()
 
-    def optimizer_step(self) -> None:
+    def optimizer_step(self, epoch_ends: bool = False) -> None:
         pos = self.position
         self.precision.unscale_gradients(self.optimizer)
         if self.gradient_clip_val > 0:
@@ -149,7 +149,9 @@ class FitLoop:
         self.scheduler.step()
         pos.global_step += 1
         n = self.checkpoint_every_n_steps
-        if n and pos.global_step % n == 0:
+        # Not after an epoch's last batch: the epoch-end checkpoint follows (and both trainers resume a
+        # checkpoint taken there differently: Lightning would skip that epoch's validation).
+        if n and pos.global_step % n == 0 and not epoch_ends:
             self.checkpoint.save_last_checkpoint(self.save_checkpoint)
 
     # ---------------------------------------------------------------- validate

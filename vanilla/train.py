@@ -142,6 +142,7 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
             csv_logger.truncate(loop.position.logged_rows)
         loggers += [csv_logger, TensorBoardLogger(output_dir)]
         save_hparams(output_dir, hparams)
+        save_hparams(output_dir / "tensorboard", hparams)  # Lightning's TensorBoardLogger keeps a copy beside its events
 
     loop.run(sanity_check=resume is None)
     if loop.stop_reason:

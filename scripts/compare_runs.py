@@ -1,0 +1,90 @@
+"""Run both trainers with the same command line and print what each did, side by side (`make demo`).
+
+    python scripts/compare_runs.py [--output-root runs] [TRAINER ARGS ...]
+
+Each trainer writes to OUTPUT_ROOT/vanilla and OUTPUT_ROOT/lightning; the summary is read back from the
+artifacts they leave (metrics.csv, hparams.yaml, checkpoints, test_metrics.json), and the exit status is 1 when
+the two runs disagree on anything the table compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINERS = ("vanilla", "lightning")
+
+
+def run_trainer(name: str, output_dir: Path, trainer_args: list[str]) -> float:
+    command = [sys.executable, str(REPO / name / "train.py"), "--output-dir", str(output_dir), *trainer_args]
+    print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    status = subprocess.run(command, cwd=REPO).returncode
+    if status:
+        raise SystemExit(f"error: {name}/train.py exited with status {status}")
+    return time.perf_counter() - started
+
+
+def summarise(output_dir: Path, wall_time: float) -> dict:
+    with open(output_dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    dev = [(int(r["epoch"]), float(r["dev_loss"])) for r in rows if r.get("dev_loss")]
+    max_epochs = yaml.safe_load((output_dir / "hparams.yaml").read_text())["max_epochs"]
+    last_epoch = dev[-1][0]
+    report = json.loads((output_dir / "test_metrics.json").read_text())
+    return {
+        "wall time": f"{wall_time:.1f} s",
+        "epochs run": str(last_epoch + 1),
+        "stopped": f"early, after epoch {last_epoch}" if last_epoch + 1 < max_epochs else "max_epochs reached",
+        "final dev_loss": f"{dev[-1][1]:.6f}",
+        "best checkpoint": report["checkpoint"],
+        **{name: f"{report[name]:.4f}" for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l")},
+    }
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Every tensor of the model in last.ckpt equal, bit for bit."""
+    x = torch.load(a / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    y = torch.load(b / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    keys = [k for k in x if k.startswith("model.")]
+    return keys == [k for k in y if k.startswith("model.")] and all(torch.equal(x[k], y[k]) for k in keys)
+
+
+def print_table(summaries: dict[str, dict], weights_equal: bool) -> bool:
+    rows = [(field, summaries["vanilla"][field], summaries["lightning"][field]) for field in summaries["vanilla"]]
+    width = max(len(r[0]) for r in rows) + 2
+    col = max(len(v) for r in rows for v in r[1:]) + 2
+    print(f"\n{'':{width}}{'vanilla':{col}}{'lightning':{col}}same")
+    agree = weights_equal
+    for field, v, pl in rows:
+        mark = "" if field == "wall time" else ("yes" if v == pl else "NO")
+        agree &= mark != "NO"
+        print(f"{field:{width}}{v:{col}}{pl:{col}}{mark}")
+    print(f"{'final weights':{width}}{'last.ckpt':{col}}{'last.ckpt':{col}}{'identical' if weights_equal else 'DIFFER'}")
+    print("\nthe two trainers agree" if agree else "\nthe two trainers DISAGREE")
+    return agree
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-root", type=Path, default=REPO / "runs")
+    args, trainer_args = parser.parse_known_args(argv)
+    summaries = {}
+    for name in TRAINERS:
+        wall_time = run_trainer(name, args.output_root / name, trainer_args)
+        summaries[name] = summarise(args.output_root / name, wall_time)
+    weights_equal = same_weights(args.output_root / "vanilla", args.output_root / "lightning")
+    return 0 if print_table(summaries, weights_equal) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

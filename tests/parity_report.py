@@ -1,0 +1,60 @@
+"""The parity report: rows recorded by the parity tests (feature, vanilla's result, Lightning's, equal or not),
+printed as a table at the end of the test session, and written as Markdown with a plot of both trainers' loss
+curves, one over the other (`make parity`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROWS: list[tuple[str, str, str, bool]] = []
+CURVES: dict[str, list[dict]] = {}  # trainer -> rows of its metrics.csv, for the plot
+
+
+def record_parity(feature: str, vanilla: str, lightning: str, equal: bool) -> None:
+    ROWS.append((feature, vanilla, lightning, bool(equal)))
+
+
+def table() -> list[str]:
+    rows = [("feature", "vanilla", "lightning", "equal")]
+    rows += [(f, v, pl, "yes" if eq else "NO") for f, v, pl, eq in ROWS]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return lines + [f"{sum(r[3] for r in ROWS)} of {len(ROWS)} comparisons equal"]
+
+
+def write_report(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["| feature | vanilla | lightning | equal |", "|---|---|---|---|"]
+    lines += [f"| {f} | {v} | {pl} | {'yes' if eq else '**no**'} |" for f, v, pl, eq in ROWS]
+    lines.append(f"\n{sum(r[3] for r in ROWS)} of {len(ROWS)} comparisons equal.")
+    report = directory / "parity.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    written = [report]
+    if CURVES:
+        written.append(plot_losses(directory / "parity_loss.png"))
+    return written
+
+
+def plot_losses(path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
+    styles = {"vanilla": dict(color="tab:blue", linewidth=5, alpha=0.4),
+              "lightning": dict(color="tab:red", linewidth=1.5, linestyle="--", marker="o", markersize=4)}
+    for axis, metric in zip(axes, ("train_loss", "dev_loss")):
+        for trainer, rows in CURVES.items():
+            points = [(int(r["epoch"]), float(r[metric])) for r in rows if r.get(metric)]
+            axis.plot([p[0] for p in points], [p[1] for p in points], label=trainer, **styles[trainer])
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+    axes[0].legend(title="trainer")
+    axes[0].set_title("Per-epoch losses of the two trainers (tiny parity run)")
+    axes[1].set_xlabel("epoch")
+    axes[1].xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
