@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: venv demo test parity clean
+.PHONY: venv demo test parity bench clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ test: $(STAMP)
 # loss-curve plot, to docs/parity/.
 parity: $(STAMP)
 	$(PY) -m pytest -m parity --parity-report docs/parity
+
+# The benchmarks (bench/, pytest-benchmark), then bench/results.md and bench/results.png from their JSON.
+bench: $(STAMP)
+	$(PY) -m pytest bench --benchmark-only -p no:cacheprovider --benchmark-json bench/benchmark.json
+	$(PY) bench/report.py bench/benchmark.json
 
 clean:
 	rm -rf runs .pytest_cache

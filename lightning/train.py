@@ -59,6 +59,7 @@ class QGDataModule(pl.LightningDataModule):
         self.seed = seed
         self.collate = PadCollator(data.tokenizer.pad_token_id)
 
+    # feature: checkpointing + resume
     # Exact resume needs a sampler that can replay an epoch, so the samplers are made here rather than by
     # Lightning (Trainer(use_distributed_sampler=False)); under DDP they are Lightning's own choice:
     # DistributedSampler seeded with the run's seed, unshuffled for evaluation.
@@ -79,6 +80,7 @@ class QGDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
                           num_workers=self.num_workers)
 
+    # feature: wiring
     def val_dataloader(self):
         return self._eval_loader(self.data.dev)
 
@@ -93,38 +95,49 @@ class QGModule(pl.LightningModule):
         self.tokenizer = tokenizer
         self.save_hyperparameters(config)
         self.generated: list[str] = []
+        # feature: checkpointing + resume
         # train_loss is the epoch's batch-size-weighted mean. Kept here rather than by self.log(on_epoch=True):
         # Lightning's own accumulator is not saved in checkpoints, and a run resumed mid-epoch must average
         # the whole epoch too (exact resume).
         self.loss_sum, self.samples = torch.tensor(0.0), 0
 
+    # feature: loop
     def training_step(self, batch, batch_idx):
         loss = seq2seq_loss(self.model, batch)
+        # feature: checkpointing + resume
         self.loss_sum = self.loss_sum + loss.detach().float().cpu() * batch["input_ids"].size(0)
         self.samples += batch["input_ids"].size(0)
+        # feature: loop
         return loss
 
+    # feature: checkpointing + resume
     def on_train_epoch_start(self):
         self.loss_sum, self.samples = torch.tensor(0.0), 0
 
     def on_train_epoch_end(self):
+        # feature: logging
         self.log("train_loss", self.loss_sum / self.samples, prog_bar=True)
 
+    # feature: loop
     def validation_step(self, batch, batch_idx):
         loss = seq2seq_loss(self.model, batch)
+        # feature: logging
         self.log("dev_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=batch["input_ids"].size(0))
 
+    # feature: test phase
     def test_step(self, batch, batch_idx):
         self.generated += generate_questions(self.model, self.tokenizer, batch, self.hparams.num_beams,
                                              self.hparams.max_target_length)
 
+    # feature: loop
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
                                       weight_decay=self.hparams.weight_decay)
         scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=self.hparams.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    # feature: checkpointing + resume
     # exact resume: the partial epoch sum of train_loss travels in the checkpoint
     def on_save_checkpoint(self, checkpoint):
         checkpoint["train_loss_sum"] = {"sum": self.loss_sum, "samples": self.samples}
@@ -148,6 +161,7 @@ class StepCheckpoint(ModelCheckpoint):
         pass  # a last.ckpt at the end of training is the monitoring ModelCheckpoint's (it saves after epoch 0)
 
 
+# feature: data parallel / DDP
 def resolve_strategy(strategy: str, accelerator: str) -> str:
     """The seed asked for `accelerator='dp'`; Lightning 2.0 removed DataParallel (Trainer(strategy='dp') raises),
     so its intent -- every visible GPU -- maps to DDP, the replacement Lightning supports."""
@@ -161,6 +175,7 @@ def resolve_strategy(strategy: str, accelerator: str) -> str:
     return "ddp"
 
 
+# feature: checkpointing + resume
 def read_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -179,6 +194,7 @@ def logged_rows_before(output_dir: Path, checkpoint: dict) -> list[dict]:
         return [row for row in csv.DictReader(handle) if int(row["epoch"]) < epochs_done]
 
 
+# feature: wiring
 def make_trainer(**kwargs) -> pl.Trainer:
     try:  # an impossible device request (no GPU, too many GPUs) ends in one line, as in vanilla/train.py
         return pl.Trainer(**kwargs)
@@ -189,11 +205,14 @@ def make_trainer(**kwargs) -> pl.Trainer:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(PROG, DEFAULT_OUTPUT_DIR, argv)
     started = time.perf_counter()
+    # feature: data parallel / DDP
     strategy = resolve_strategy(args.strategy, args.accelerator)
-    output_dir = Path(args.output_dir)
     is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher leave files to rank 0
+    # feature: wiring
+    output_dir = Path(args.output_dir)
     if is_rank_zero:
         prepare_output_dir(output_dir, args.resume, args.overwrite)
+    # feature: checkpointing + resume
     resume_path = resolve_resume_path(output_dir, args.resume) if args.resume else None
     resume = read_checkpoint(resume_path) if resume_path else None
     if resume is not None and "fit_loop" not in resume.get("loops", {}):
@@ -202,30 +221,43 @@ def main(argv: list[str] | None = None) -> dict:
     if resume is not None:  # continue at the batch size the run had (it may have come from the search)
         args.batch_size = resume["hyper_parameters"].get("batch_size", args.batch_size)
 
+    # feature: wiring
     pl.seed_everything(args.seed, verbose=False)
     data = prepare_data(args, output_dir, save_tokenizer=is_rank_zero)
     module = QGModule(make_model(args, data.tokenizer), data.tokenizer, dict(vars(args)))
     datamodule = QGDataModule(data, args.batch_size, args.num_workers, args.seed)
+    # feature: checkpointing + resume
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="dev_loss", mode="min",
                                  filename="{epoch}-{dev_loss:.2f}", save_top_k=args.save_top_k, save_last=True)
+    # feature: early stopping
     early_stopping = EarlyStopping(monitor="dev_loss", mode="min", patience=args.patience, min_delta=args.min_delta)
+    # feature: checkpointing + resume
     callbacks = [early_stopping, checkpoint, ExactResume()]
     if args.checkpoint_every_n_steps:
         callbacks.append(StepCheckpoint(dirpath=output_dir / "checkpoints", save_top_k=0, save_last=True,
                                         every_n_train_steps=args.checkpoint_every_n_steps,
                                         enable_version_counter=False))
         checkpoint.last_model_path = str(output_dir / "checkpoints" / "last.ckpt")  # both write one last.ckpt
+    # feature: logging
     csv_logger = CSVLogger(output_dir, name="", version="")
+    loggers = [csv_logger, TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)]
+    # feature: checkpointing + resume
     if resume is not None and is_rank_zero:
         kept_rows = logged_rows_before(output_dir, resume)  # before the logger's start deletes metrics.csv
         csv_logger.experiment.metrics.extend(kept_rows)
+    # feature: wiring
     trainer = make_trainer(
-        max_epochs=args.max_epochs, accelerator=args.accelerator, devices=args.devices, strategy=strategy,
-        precision=args.precision, gradient_clip_val=args.gradient_clip_val or None,
+        callbacks=callbacks, logger=loggers, default_root_dir=output_dir, enable_model_summary=False,
+        # feature: loop
+        max_epochs=args.max_epochs, gradient_clip_val=args.gradient_clip_val or None,
         accumulate_grad_batches=args.accumulate_grad_batches, limit_train_batches=args.limit_train_batches,
-        callbacks=callbacks, use_distributed_sampler=False,
-        logger=[csv_logger, TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)],
-        default_root_dir=output_dir, enable_model_summary=False)
+        # feature: data parallel / DDP
+        accelerator=args.accelerator, devices=args.devices, strategy=strategy,
+        # feature: checkpointing + resume
+        use_distributed_sampler=False,
+        # feature: precision
+        precision=args.precision)
+    # feature: wiring
     if is_rank_zero:
         print(f"data: {len(data.train)} train / {len(data.dev)} dev / {len(data.test)} test examples"
               f"{' (synthetic corpus)' if data.files.synthetic else ''}; model: "
@@ -233,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{trainer.num_devices} "
               f"{type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()} device(s)")
 
+    # feature: batch-size search
     if args.auto_batch_size and resume is None:
         if trainer.world_size > 1:
             raise UserError("--auto-batch-size: Lightning's Tuner.scale_batch_size does not support distributed "
@@ -243,9 +276,12 @@ def main(argv: list[str] | None = None) -> dict:
         args.batch_size = found
         module.save_hyperparameters(dict(vars(args)))  # hparams.yaml is written from the initial hparams
 
+    # feature: loop
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path, weights_only=True)
+    # feature: early stopping
     if early_stopping.stopping_reason_message and trainer.is_global_zero:
         print(f"early stopping: {early_stopping.stopping_reason_message}")
+    # feature: test phase
     if not trainer.is_global_zero:
         return {}
     ckpt_path = checkpoint.best_model_path or checkpoint.last_model_path
@@ -253,12 +289,15 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError("training wrote no checkpoint, so there is nothing to test")
     print(f"testing {ckpt_path}")
     tester = trainer
+    # feature: data parallel / DDP
     if trainer.world_size > 1:  # every test example once: test in this process alone, as Lightning advises
         tester = make_trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
                             default_root_dir=output_dir, enable_model_summary=False)
+    # feature: test phase
     module.generated = []
     tester.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     report = write_test_report(output_dir, data.test.examples, module.generated, ckpt_path)
+    # feature: wiring
     export_pretrained(module.model, data.tokenizer, output_dir / "export")
     print("test: " + " ".join(f"{k}={v:.4f}" for k, v in report.items() if isinstance(v, float)))
     print(f"done in {time.perf_counter() - started:.1f}s: best checkpoint {ckpt_path}; "

@@ -64,9 +64,21 @@ def pytest_addoption(parser):
                      help="write the parity report (parity.md) and the loss-curve plot (parity_loss.png) to DIR")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    from tests import parity_report
+def pytest_runtest_logreport(report):
+    from tests import fault_count
 
+    if report.when == "call" and "fault" in report.keywords:
+        fault_count.RAN[0] += 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from tests import fault_count, parity_report
+
+    if fault_count.RAN[0]:
+        terminalreporter.section("faults and bad input")
+        terminalreporter.write_line(f"fault and bad-input cases tried: {fault_count.RAN[0] + fault_count.FUZZED[0]} "
+                                    f"({fault_count.RAN[0]} tests, {fault_count.FUZZED[0]} fuzzed documents "
+                                    f"among them)")
     if not parity_report.ROWS:
         return
     terminalreporter.section("parity: vanilla/ against lightning/ on the CPU, float32 unless stated")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 
+# feature: wiring
 def seed_everything(seed: int) -> int:
     """Seed Python, NumPy and torch (all devices), as Lightning's `seed_everything` does."""
     random.seed(seed)
@@ -19,6 +20,7 @@ def seed_everything(seed: int) -> int:
     return seed
 
 
+# feature: checkpointing + resume
 def collect_rng_states() -> dict:
     """Every generator's state, in a form `torch.load(weights_only=True)` accepts (tensors, ints, tuples)."""
     name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
@@ -42,6 +44,7 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+# feature: loop
 @contextmanager
 def isolate_rng() -> Iterator[None]:
     """Run a block without moving any generator: what it draws is forgotten afterwards."""

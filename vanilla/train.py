@@ -46,6 +46,7 @@ PROG = "vanilla/train.py"
 DEFAULT_OUTPUT_DIR = "runs/vanilla"
 
 
+# feature: data parallel / DDP
 def build_train_loader(dataset, batch_size: int, collate, num_workers: int, info: ddp.ProcessInfo,
                        seed: int) -> DataLoader:
     if info.distributed:
@@ -63,28 +64,37 @@ def build_eval_loader(dataset, batch_size: int, collate, num_workers: int, info:
                       num_workers=num_workers)
 
 
+# feature: wiring
 def fit_and_test(args, hardware: Hardware) -> dict | None:
     started = time.perf_counter()
     output_dir = Path(args.output_dir)
+    # feature: data parallel / DDP
     info = ddp.init_process_group(hardware.device_type) if hardware.strategy == "ddp" else ddp.ProcessInfo()
     writer = info.is_global_zero
     say = print if writer else (lambda *_: None)
+    # feature: wiring
     if writer:
         prepare_output_dir(output_dir, args.resume, args.overwrite)
+    # feature: data parallel / DDP
     ddp.barrier()
+    # feature: checkpointing + resume
     resume_path = resolve_resume_path(output_dir, args.resume) if args.resume else None
 
+    # feature: wiring
     seed_everything(args.seed)
     data = prepare_data(args, output_dir, save_tokenizer=writer)
     model = make_model(args, data.tokenizer)
+    # feature: data parallel / DDP
     if hardware.strategy == "ddp":
         seed_everything(args.seed)  # Lightning re-seeds every process when DDP is set up (reset_seed)
     device = torch.device(f"cuda:{info.local_rank}" if hardware.device_type == "cuda" else "cpu")
     model.to(device)
+    # feature: wiring
     say(f"data: {len(data.train)} train / {len(data.dev)} dev / {len(data.test)} test examples"
         f"{' (synthetic corpus)' if data.files.synthetic else ''}; model: {count_parameters(model):,} parameters; "
         f"{hardware.strategy} on {hardware.devices} {hardware.accelerator} device(s)")
 
+    # feature: data parallel / DDP
     no_sync = None
     if hardware.strategy == "dp":
         loss_fn = DataParallelLoss(model, device_ids=list(range(hardware.devices)))
@@ -94,13 +104,19 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         loss_fn, no_sync = partial(seq2seq_loss, module), module.no_sync
     else:
         loss_fn = partial(seq2seq_loss, model)
+    # feature: loop
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=args.warmup_steps)
+    # feature: precision
     precision = Precision(args.precision, hardware.device_type)
+    # feature: wiring
     collate = PadCollator(data.tokenizer.pad_token_id)
 
+    # feature: checkpointing + resume
     checkpoint = ModelCheckpoint(output_dir / "checkpoints", save_top_k=args.save_top_k, is_writer=writer)
+    # feature: logging
     loggers = []
+    # feature: loop
     loop = FitLoop(
         model=model, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
         train_loader=None, val_loader=None,  # built once the batch size is final
@@ -110,9 +126,11 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         accumulate_grad_batches=args.accumulate_grad_batches, gradient_clip_val=args.gradient_clip_val,
         checkpoint_every_n_steps=args.checkpoint_every_n_steps, is_global_zero=writer, no_sync=no_sync, say=say)
 
+    # feature: checkpointing + resume
     resume = load_checkpoint(resume_path) if resume_path else None
     if resume is not None:
         args.batch_size = resume["hyper_parameters"].get("batch_size", args.batch_size)
+    # feature: batch-size search
     elif args.auto_batch_size:
         if hardware.strategy == "ddp":
             raise UserError("--auto-batch-size runs in one process; it cannot be combined with --strategy ddp "
@@ -122,10 +140,12 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
             args.batch_size, len(data.train), mode=args.auto_batch_size)
         say(f"batch-size search ({args.auto_batch_size}): tried {result.tried} -> batch size {result.batch_size}")
         args.batch_size = result.batch_size
+    # feature: wiring
     loop.train_loader = build_train_loader(data.train, args.batch_size, collate, args.num_workers, info, args.seed)
     loop.val_loader = build_eval_loader(data.dev, args.batch_size, collate, args.num_workers, info)
     hparams = dict(vars(args))
 
+    # feature: checkpointing + resume
     def save_checkpoint(path: Path) -> None:
         checkpoint = dump_checkpoint(loop, hparams)  # on every rank: it gathers their RNG states
         if writer:
@@ -136,24 +156,32 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         restore_checkpoint(loop, resume, resume_path, info.rank)
         say(f"resumed from {resume_path}: epoch {loop.position.epoch}, step {loop.position.global_step}, "
             f"{loop.position.batches_done} batches into the epoch")
+    # feature: logging
     if writer:
         csv_logger = CSVLogger(output_dir)
         if resume is not None:
             csv_logger.truncate(loop.position.logged_rows)
         loggers += [csv_logger, TensorBoardLogger(output_dir)]
         save_hparams(output_dir, hparams)
-        save_hparams(output_dir / "tensorboard", hparams)  # Lightning's TensorBoardLogger keeps a copy beside its events
+        save_hparams(output_dir / "tensorboard", hparams)  # Lightning's TensorBoardLogger keeps a copy there
 
+    # feature: loop
     loop.run(sanity_check=resume is None)
+    # feature: early stopping
     if loop.stop_reason:
         say(f"early stopping: {loop.stop_reason}")
+    # feature: logging
     for logger in loggers:
         logger.close()
+    # feature: test phase
     scores = test_and_export(args, model, data, checkpoint, precision, device, output_dir, started) if writer else None
+    # feature: data parallel / DDP
     ddp.barrier()  # the other ranks wait for rank 0's test phase, so that all leave the process group together
+    # feature: wiring
     return scores
 
 
+# feature: test phase
 def test_and_export(args, model, data, checkpoint: ModelCheckpoint, precision: Precision, device,
                     output_dir: Path, started: float) -> dict:
     ckpt_path = choose_checkpoint(checkpoint.best_model_path, checkpoint.last_model_path)
@@ -162,6 +190,7 @@ def test_and_export(args, model, data, checkpoint: ModelCheckpoint, precision: P
     print(f"testing {ckpt_path}")
     scores = run_test(model, data.tokenizer, data.test, ckpt_path, device, precision, args.batch_size,
                       args.num_beams, args.max_target_length, output_dir)
+    # feature: wiring
     export_pretrained(model, data.tokenizer, output_dir / "export")
     print("test: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float)))
     print(f"done in {time.perf_counter() - started:.1f}s: best checkpoint {ckpt_path}; "
@@ -169,9 +198,11 @@ def test_and_export(args, model, data, checkpoint: ModelCheckpoint, precision: P
     return scores
 
 
+# feature: wiring
 def main(argv: list[str] | None = None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(PROG, DEFAULT_OUTPUT_DIR, argv)
+    # feature: data parallel / DDP
     hardware = resolve_hardware(args.accelerator, args.devices, args.strategy)
     children = []
     if hardware.strategy == "ddp" and not ddp.launched_by_torchrun():

@@ -1,14 +1,27 @@
-"""Run vanilla/ or lightning/train.py (argv[1]) but kill the process right after optimizer step N (argv[2]),
-as a crash or `kill -9` would: no clean-up, no final checkpoint. The rest of argv is the trainer's."""
+"""Run vanilla/ or lightning/train.py (argv[1]) and interrupt it at a chosen point (argv[2]); the rest of argv is
+the trainer's. The kills are `os._exit`: no clean-up, no final checkpoint, as `kill -9` would leave the run.
 
+    N               kill right after optimizer step N (a bare number, as the older tests write it)
+    step:N          the same
+    val:K           kill during the K-th validation batch (the sanity check's two batches count)
+    save:K          kill half-way through writing the K-th checkpoint file to disk
+    signal:NAME:N   send SIGNAME (TERM or INT) to this process at optimizer step N, and let the trainer react
+"""
+
+import builtins
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[0] = str(REPO)
-TRAINER, STOP_AFTER, ARGV = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+TRAINER, POINT, ARGV = sys.argv[1], sys.argv[2], sys.argv[3:]
+KIND, _, VALUE = POINT.rpartition(":") if ":" in POINT else ("step", "", POINT)
+if KIND.startswith("signal:"):
+    KIND, SIGNAL = "signal", getattr(signal, "SIG" + KIND.split(":")[1])
+AT = int(VALUE)
 
 
 def die() -> None:
@@ -18,24 +31,81 @@ def die() -> None:
 
 if TRAINER == "vanilla":
     from vanilla import train
-    from vanilla.fit_loop import FitLoop
-
-    original = FitLoop.optimizer_step
-
-    def optimizer_step(self, *args, **kwargs):
-        original(self, *args, **kwargs)  # includes the step checkpoint, if one is due
-        if self.position.global_step == STOP_AFTER:
-            die()
-
-    FitLoop.optimizer_step = optimizer_step
 else:
     spec = importlib.util.spec_from_file_location("lightning_train", REPO / "lightning" / "train.py")
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):  # after the callbacks, so after any checkpoint
-        if self.trainer.global_step == STOP_AFTER:
+if KIND in ("step", "signal"):
+    action = die if KIND == "step" else (lambda: os.kill(os.getpid(), SIGNAL))
+    if TRAINER == "vanilla":
+        from vanilla.fit_loop import FitLoop
+
+        original_step = FitLoop.optimizer_step
+
+        def optimizer_step(self, *args, **kwargs):
+            original_step(self, *args, **kwargs)  # includes the step checkpoint, if one is due
+            if self.position.global_step == AT:
+                action()
+
+        FitLoop.optimizer_step = optimizer_step
+    elif KIND == "step":
+        def on_train_batch_end(self, outputs, batch, batch_idx):  # after the callbacks, so after any checkpoint
+            if self.trainer.global_step == AT:
+                die()
+
+        train.QGModule.on_train_batch_end = on_train_batch_end
+    else:
+        original_training_step = train.QGModule.training_step
+
+        def training_step(self, batch, batch_idx):  # the signal arrives during step AT, as in the vanilla case
+            loss = original_training_step(self, batch, batch_idx)
+            if self.trainer.global_step + 1 == AT:
+                action()
+            return loss
+
+        train.QGModule.training_step = training_step
+elif KIND == "val":
+    original_loss, eval_calls = train.seq2seq_loss, [0]
+
+    def loss(model, batch):
+        if not model.training:
+            eval_calls[0] += 1
+            if eval_calls[0] == AT:
+                die()
+        return original_loss(model, batch)
+
+    train.seq2seq_loss = loss
+elif KIND == "save":
+    real_open, writes = builtins.open, [0]
+
+    class HalfWriter:
+        """Writes half of what it is given, then the process dies."""
+
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            self.handle.write(bytes(data)[: len(data) // 2])
+            self.handle.flush()
             die()
 
-    train.QGModule.on_train_batch_end = on_train_batch_end
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def open_(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and "b" in mode and Path(str(file)).parent.name == "checkpoints":
+            writes[0] += 1
+            if writes[0] == AT:
+                return HalfWriter(handle)
+        return handle
+
+    builtins.open = open_
 train.main(ARGV)

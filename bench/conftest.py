@@ -1,0 +1,53 @@
+"""Settings shared by the benchmarks: the data, the machine, the command line of a measured run.
+
+On the CPU: the default model (`--model-size small`, batch 32, float32) and the tiny one. With a CUDA GPU the
+same benchmarks run there, in bf16-mixed with a larger batch (and DataParallel against DDP with two GPUs or
+more). Every benchmark stores its derived numbers (ms per step, samples/s, ...) in `extra_info`;
+`bench/report.py` turns the JSON of a run into bench/results.md and the chart.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from shared.synthetic import write_synthetic_squad  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+GPUS = torch.cuda.device_count() if CUDA else 0
+BATCH_SIZE = 128 if CUDA else 32
+PRECISION = "bf16-mixed" if CUDA else "32-true"
+
+
+def machine() -> str:
+    if CUDA:
+        return f"{GPUS} x {torch.cuda.get_device_name(0)}, {PRECISION}, batch {BATCH_SIZE}"
+    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU, float32, batch {BATCH_SIZE}"
+
+
+@pytest.fixture(scope="session")
+def bench_data(tmp_path_factory) -> Path:
+    """The default corpus's size for training (5,000 questions), a 256-question dev set, 8 test questions."""
+    directory = tmp_path_factory.mktemp("bench-data")
+    write_synthetic_squad(directory, seed=1234, sizes={"train": 5000, "dev": 256, "test": 8})
+    return directory
+
+
+def run_args(data: Path, output_dir: Path, model_size: str, steps: int, *extra: str) -> list[str]:
+    """One epoch of `steps` batches, then validation on the dev set and a short test phase."""
+    return ["--data-dir", str(data), "--output-dir", str(output_dir), "--overwrite", "--model-size", model_size,
+            "--batch-size", str(BATCH_SIZE), "--precision", PRECISION, "--max-epochs", "1",
+            "--limit-train-batches", str(steps), "--num-beams", "1", *extra]
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    output_json["machine_summary"] = machine()

@@ -1,0 +1,184 @@
+"""Instrumented runs for the benchmarks: the bare loop (the floor), the hand-written trainer, Lightning with its
+defaults, and Lightning as lightning/train.py configures it, each timed per training step from inside the run.
+
+A step is timed from one batch's arrival at the training step to the next's: data loading, forward, backward,
+optimizer step and every per-step feature (progress bar, logging, callbacks) fall inside; start-up, the sanity
+check, validation, the test phase and the export fall outside and are timed on their own where they matter.
+The probes themselves (one perf_counter call per step) cost well under a microsecond.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from shared.model import seq2seq_loss  # noqa: E402
+from shared.data import LABEL_PAD  # noqa: E402
+
+WARMUP_STEPS = 3  # the first steps pay for allocator growth and lazy initialisation
+
+
+@dataclass
+class StepLog:
+    """When each training batch arrived, its size and its number of target tokens; validation time."""
+
+    times: list[float] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    validation_seconds: list[float] = field(default_factory=list)
+    validation_samples: int = 0
+
+    def step(self, batch: dict) -> None:
+        self.times.append(time.perf_counter())
+        self.samples.append(int(batch["input_ids"].size(0)))
+        self.tokens.append(int((batch["labels"] != LABEL_PAD).sum()))
+
+    def intervals(self) -> list[float]:
+        t = self.times[WARMUP_STEPS:]
+        return [b - a for a, b in zip(t, t[1:])]
+
+    def summary(self) -> dict:
+        t = self.times[WARMUP_STEPS:]
+        span = t[-1] - t[0]  # from the first timed batch's arrival to the last one's: the batches in between
+        return {
+            "ms_per_step": 1000 * statistics.median(self.intervals()),
+            "samples_per_s": sum(self.samples[WARMUP_STEPS:-1]) / span,
+            "target_tokens_per_s": sum(self.tokens[WARMUP_STEPS:-1]) / span,
+            "steps_timed": len(t) - 1,
+            **({"validation_samples_per_s": self.validation_samples / statistics.median(self.validation_seconds)}
+               if self.validation_seconds else {}),
+        }
+
+
+def bare_loop(args, steps: int, collate_class=None) -> StepLog:
+    """The floor: forward, backward, optimizer step, nothing else (same data, model, optimizer, batch size)."""
+    from torch.utils.data import DataLoader
+
+    from shared.data import PadCollator
+    from shared.pipeline import make_model, prepare_data
+
+    torch.manual_seed(args.seed)
+    data = prepare_data(args, Path(args.output_dir), save_tokenizer=False)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.accelerator != "cpu" else "cpu")
+    model = make_model(args, data.tokenizer).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    loader = DataLoader(data.train, batch_size=args.batch_size, shuffle=True,
+                        collate_fn=(collate_class or PadCollator)(data.tokenizer.pad_token_id))
+    log = StepLog()
+    autocast = torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16,
+                              enabled=args.precision == "bf16-mixed")
+    for batch in loader:
+        if len(log.times) == steps:
+            break
+        log.step(batch)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast:
+            loss = seq2seq_loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return log
+
+
+@contextmanager
+def patched(owner, name: str, make_wrapper):
+    original = getattr(owner, name)
+    setattr(owner, name, make_wrapper(original))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def vanilla_trainer(argv: list[str]) -> StepLog:
+    """vanilla/train.py's main, with a probe on FitLoop.training_step and FitLoop.validate."""
+    from vanilla import train
+    from vanilla.fit_loop import FitLoop
+
+    log = StepLog()
+
+    def training_step(original):
+        def step(self, batch, batch_idx, num_batches):
+            log.step(batch)
+            return original(self, batch, batch_idx, num_batches)
+        return step
+
+    def validate(original):
+        def run(self, max_batches=None):
+            started = time.perf_counter()
+            result = original(self, max_batches)
+            if max_batches is None:  # not the sanity check
+                log.validation_seconds.append(time.perf_counter() - started)
+                log.validation_samples = len(self.val_loader.dataset)
+            return result
+        return run
+
+    with patched(FitLoop, "training_step", training_step), patched(FitLoop, "validate", validate):
+        train.main(argv)
+    return log
+
+
+def _probe_callback(log: StepLog):
+    from pytorch_lightning import Callback
+
+    class Probe(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            log.step(batch)
+
+        def on_validation_epoch_start(self, trainer, pl_module):
+            self.started = time.perf_counter()
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                log.validation_seconds.append(time.perf_counter() - self.started)
+                log.validation_samples = len(trainer.datamodule.data.dev)
+
+    return Probe()
+
+
+def lightning_trainer(argv: list[str]) -> StepLog:
+    """lightning/train.py's main, with a probe callback added to the Trainer it builds for fit."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from tests.conftest import load_lightning_train
+
+    train = load_lightning_train()
+    log = StepLog()
+
+    def make_trainer(original):
+        def make(**kwargs):
+            if "callbacks" in kwargs:
+                kwargs["callbacks"] = [*kwargs["callbacks"], _probe_callback(log)]
+            return original(**kwargs)
+        return make
+
+    with patched(train, "make_trainer", make_trainer):
+        train.main(argv)
+    return log
+
+
+def lightning_defaults(args, steps: int) -> StepLog:
+    """`pl.Trainer()` with its defaults (progress bar, model summary, default checkpointing and logger) on the
+    same LightningModule and DataModule, for the same number of steps."""
+    import pytorch_lightning as pl
+
+    from shared.pipeline import make_model, prepare_data
+    from tests.conftest import load_lightning_train
+
+    train = load_lightning_train()
+    pl.seed_everything(args.seed, verbose=False)
+    data = prepare_data(args, Path(args.output_dir), save_tokenizer=False)
+    module = train.QGModule(make_model(args, data.tokenizer), data.tokenizer, dict(vars(args)))
+    log = StepLog()
+    trainer = pl.Trainer(max_steps=steps, callbacks=[_probe_callback(log)], default_root_dir=args.output_dir)
+    trainer.fit(module, datamodule=train.QGDataModule(data, args.batch_size, args.num_workers, args.seed))
+    return log

@@ -1,0 +1,84 @@
+"""Checkpoint save and load in each trainer, on the default (small) model after a few steps: the time to write
+one full resumable checkpoint (model, AdamW state, scheduler, callbacks, loop state, RNG) and to read it back
+into the run, and its size on disk."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.conftest import run_args
+from bench.runners import patched
+
+ROUNDS = 5
+
+
+@pytest.fixture(scope="module")
+def trained(bench_data, tmp_path_factory):
+    """Each trainer after a 4-step run, with its objects kept: vanilla's FitLoop, Lightning's Trainer."""
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    from tests.conftest import load_lightning_train
+    from vanilla import train as vanilla_train
+    from vanilla.fit_loop import FitLoop
+
+    kept = {}
+
+    def keep_loop(original):
+        def run(self, *args, **kwargs):
+            kept["vanilla"] = self
+            return original(self, *args, **kwargs)
+        return run
+
+    with patched(FitLoop, "run", keep_loop):
+        vanilla_train.main(run_args(bench_data, tmp_path_factory.mktemp("vanilla"), "small", 4))
+
+    lightning_train = load_lightning_train()
+
+    def keep_trainer(original):
+        def make(**kwargs):
+            trainer = original(**kwargs)
+            kept.setdefault("lightning", trainer)  # the first one built is the fit Trainer
+            return trainer
+        return make
+
+    with patched(lightning_train, "make_trainer", keep_trainer):
+        lightning_train.main(run_args(bench_data, tmp_path_factory.mktemp("lightning"), "small", 4))
+    kept["lightning"].state.fn = TrainerFn.FITTING  # restore as a resumed fit would
+    return kept
+
+
+def save(trained, trainer: str, path) -> None:
+    if trainer == "vanilla":
+        trained["vanilla"].save_checkpoint(path)  # dump_checkpoint + atomic_save, as train.py wires it
+    else:
+        trained["lightning"].save_checkpoint(path, weights_only=False)
+
+
+def load(trained, trainer: str, path) -> None:
+    if trainer == "vanilla":
+        from vanilla.checkpoint_connector import restore_checkpoint
+        from vanilla.checkpoint_io import load_checkpoint
+
+        restore_checkpoint(trained["vanilla"], load_checkpoint(path), path, rank=0)
+    else:
+        # what Trainer.fit(ckpt_path=...) does before training: read, then restore model, callbacks, loops,
+        # optimizer and scheduler (a private entry point, used here to time exactly that part)
+        connector = trained["lightning"]._checkpoint_connector
+        connector.restore(path, weights_only=True)
+
+
+@pytest.mark.parametrize("trainer", ["vanilla", "lightning"])
+def test_checkpoint_save(benchmark, trained, tmp_path, trainer):
+    path = tmp_path / "bench.ckpt"
+    benchmark.group = "checkpoint save (small model + AdamW state)"
+    benchmark.pedantic(save, args=(trained, trainer, path), rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(trainer=trainer, size_mb=path.stat().st_size / 2**20)
+
+
+@pytest.mark.parametrize("trainer", ["vanilla", "lightning"])
+def test_checkpoint_load(benchmark, trained, tmp_path, trainer):
+    path = tmp_path / "bench.ckpt"
+    save(trained, trainer, path)
+    benchmark.group = "checkpoint load (read + restore into the run)"
+    benchmark.pedantic(load, args=(trained, trainer, path), rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(trainer=trainer, size_mb=path.stat().st_size / 2**20)

@@ -1,0 +1,69 @@
+"""Per-step overhead and throughput: the same model, data and number of steps trained by
+(a) a bare loop -- forward, backward, optimizer step, nothing else: the floor;
+(b) the hand-written trainer with all its features on (the run's defaults: progress bar, logging, gradient
+    clipping, warm-up schedule, early stopping, top-k checkpointing, sanity check);
+(c) Lightning's Trainer with its own defaults;
+(d) Lightning as lightning/train.py configures it.
+
+This machine's speed drifts by several per cent from one minute to the next, as much as the overheads being
+measured. So the four variants run interleaved, round after round (the order rotating), and each ratio is the
+median over rounds of the ratio within a round. Reported per variant: ms per step (median of all timed steps),
+the ratio to the floor and to the hand-written trainer, training samples/s and target tokens/s, and for the
+trainers the validation throughput.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from bench.conftest import run_args
+from bench.runners import StepLog, bare_loop, lightning_defaults, lightning_trainer, vanilla_trainer
+from shared.cli import parse_args
+
+STEPS = {"small": 40, "tiny": 60}
+ROUNDS = {"small": 4, "tiny": 3}
+VARIANTS = ("bare loop", "vanilla", "lightning (defaults)", "lightning (as configured)")
+
+
+def summarise(logs: dict[str, list[StepLog]]) -> dict[str, dict]:
+    rounds = len(logs["bare loop"])
+    per_round = {v: [statistics.median(log.intervals()) for log in logs[v]] for v in VARIANTS}
+    result = {}
+    for variant in VARIANTS:
+        summaries = [log.summary() for log in logs[variant]]
+        info = {"ms_per_step": 1000 * statistics.median([dt for log in logs[variant] for dt in log.intervals()]),
+                "ratio_to_bare_loop": statistics.median(per_round[variant][r] / per_round["bare loop"][r]
+                                                        for r in range(rounds)),
+                "ratio_to_vanilla": statistics.median(per_round[variant][r] / per_round["vanilla"][r]
+                                                      for r in range(rounds)),
+                "steps_timed": sum(s["steps_timed"] for s in summaries), "rounds": rounds}
+        for key in ("samples_per_s", "target_tokens_per_s", "validation_samples_per_s"):
+            if all(key in s for s in summaries):
+                info[key] = statistics.median(s[key] for s in summaries)
+        result[variant] = info
+    return result
+
+
+@pytest.mark.parametrize("model_size", ["small", "tiny"])
+def test_per_step(benchmark, bench_data, tmp_path, model_size):
+    steps = STEPS[model_size]
+    argv = run_args(bench_data, tmp_path / "run", model_size, steps)
+    args = parse_args("bench", "unused", argv)
+    runs = {"bare loop": lambda: bare_loop(args, steps),
+            "vanilla": lambda: vanilla_trainer(argv),
+            "lightning (defaults)": lambda: lightning_defaults(args, steps),
+            "lightning (as configured)": lambda: lightning_trainer(argv)}
+    logs: dict[str, list[StepLog]] = {v: [] for v in VARIANTS}
+    order = list(VARIANTS)
+
+    def one_round():
+        for variant in order:
+            logs[variant].append(runs[variant]())
+        order.append(order.pop(0))  # rotate, so that no variant always runs first or last
+
+    benchmark.group = f"per-step overhead: one round = the 4 variants x {steps} steps, {model_size} model"
+    benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update(model_size=model_size, steps=steps, variants=summarise(logs))
+    assert all(len(log.times) == steps for variant_logs in logs.values() for log in variant_logs)

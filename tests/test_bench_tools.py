@@ -1,0 +1,55 @@
+"""The benchmark tooling that make bench relies on: the line counter and the report writer (the benchmarks
+themselves run with `pytest bench --benchmark-only`, not in make test)."""
+
+from __future__ import annotations
+
+import json
+
+from bench import count_lines, report
+
+
+def test_every_trainer_file_is_counted_and_markers_name_known_features():
+    count_lines.check_every_file_is_mapped()  # raises SystemExit naming an unmapped file
+    table = count_lines.count()
+    assert set(table) == set(count_lines.FEATURES) | {"total"}
+    for side in ("vanilla", "lightning"):
+        assert table["total"][side] == sum(row[side] for name, row in table.items() if name != "total") > 0
+    # the exact-resume code Lightning needed is counted on its side
+    assert table["checkpointing + resume"]["lightning"] >= len(
+        [n for n in count_lines.count_file("lightning/exact_resume.py")])
+
+
+def test_counts_code_lines_but_not_comments_docstrings_or_blanks(tmp_path, monkeypatch):
+    source = '"""Module docstring\nspanning lines."""\n\n# a comment\nx = 1  # trailing\n\n' \
+             'def f():\n    """Doc."""\n    # feature: logging\n    return (x +\n            1)\n'
+    (tmp_path / "vanilla").mkdir()
+    (tmp_path / "vanilla" / "demo.py").write_text(source)
+    monkeypatch.setattr(count_lines, "REPO", tmp_path)
+    monkeypatch.setitem(count_lines.FILE_FEATURE, "vanilla/demo.py", "loop")
+    lines = count_lines.count_file("vanilla/demo.py")
+    assert [(n, feature) for n, feature, _ in lines] == [(5, "loop"), (7, "loop"), (10, "logging"), (11, "logging")]
+
+
+def test_report_puts_ratios_first_and_shows_the_line_counts(tmp_path):
+    variants = {name: {"ms_per_step": ms, "ratio_to_bare_loop": ms / 80, "ratio_to_vanilla": ms / 81,
+                       "steps_timed": 100, "rounds": 4, "samples_per_s": 32000 / ms, "target_tokens_per_s": 1e5 / ms,
+                       **({"validation_samples_per_s": 900.0} if "bare" not in name else {})}
+                for name, ms in zip(report.VARIANTS, (80.0, 81.0, 83.0, 84.0))}
+    document = {"datetime": "2026-11-28T00:00:00", "machine_summary": "test machine",
+                "machine_info": {"python_version": "3.11"},
+                "benchmarks": [{"name": "test_per_step[small]", "stats": {"median": 1.0},
+                                "extra_info": {"model_size": "small", "variants": variants}},
+                               {"name": "test_startup_to_first_step[vanilla]", "stats": {"median": 5.0},
+                                "extra_info": {"trainer": "vanilla", "startup_seconds": 5.0}},
+                               {"name": "test_startup_to_first_step[lightning]", "stats": {"median": 6.0},
+                                "extra_info": {"trainer": "lightning", "startup_seconds": 6.0}}]}
+    path = tmp_path / "benchmark.json"
+    path.write_text(json.dumps(document))
+    written = report.write(path, tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert [p.name for p in written] == ["results.md", "results.png"] and (tmp_path / "results.png").stat().st_size
+    assert text.index("Per-step overhead") < text.index("lines of code")
+    assert "vanilla vs bare loop +1.2% (target within 3%: met)" in text
+    assert "lightning (as configured) vs vanilla +3.7% (target within 5%: met)" in text
+    assert "| start-up to first optimizer step | 5.000 s | 6.000 s | 1.200x |" in text
+    assert "| **total** |" in text
