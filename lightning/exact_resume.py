@@ -10,11 +10,15 @@ offer the hooks to add both, and this module uses them:
 - a callback saves every rank's RNG state in `on_save_checkpoint` and puts it back on resume: at once for a
   checkpoint taken between epochs, or at the first resumed batch for one taken mid-epoch (after the resumed
   epoch's iterator drew its seeds, as the interrupted run's had).
+The same callback turns Ctrl-C and SIGTERM into such a checkpoint: Lightning's own SIGTERM handling stops the
+run after a batch without saving one, and Ctrl-C stops it wherever it is.
 """
 
 from __future__ import annotations
 
 import itertools
+import signal
+import threading
 
 import numpy as np
 import torch
@@ -86,14 +90,47 @@ def _set_states(states: dict) -> None:
     _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), *rest)})
 
 
+class Interrupted(Exception):
+    """Training stopped on a signal, after saving a resumable checkpoint."""
+
+    def __init__(self, signum: int, epoch: int, step: int, path: str):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {step}: saved {path}; "
+                         f"continue with --resume last")
+
+
 class ExactResume(Callback):
-    def __init__(self):
+    def __init__(self, last_checkpoint: str):
+        self.last_checkpoint = last_checkpoint  # where an interrupted run leaves its resumable checkpoint
+        self.signal_received: int | None = None
         self._pending_rng: dict | None = None
+        self._previous_handlers: dict = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():  # after Lightning's own handlers: replaces them
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous_handlers[signum] = signal.getsignal(signum)
+                signal.signal(signum, lambda signum, frame: setattr(self, "signal_received", signum))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.on_train_end(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # Runs before any checkpoint of this batch is saved (Lightning calls checkpoint callbacks last).
         done = batch_idx + 1
         trainer.train_dataloader.batches_trained = 0 if done >= trainer.num_training_batches else done
+        # A signal stops the run here, at a batch boundary, but not after an epoch's last batch: its end and
+        # its checkpoints come first, and the stop happens one batch into the next epoch (or after fit).
+        if done < trainer.num_training_batches and trainer.strategy.reduce_boolean_decision(
+                self.signal_received is not None, all=False):
+            trainer.save_checkpoint(self.last_checkpoint)  # on every rank, as Lightning's saves are
+            raise Interrupted(self.signal_received or signal.SIGTERM, trainer.current_epoch, trainer.global_step,
+                              self.last_checkpoint)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         states = [_rng_states()]  # Lightning builds a checkpoint on every rank; rank 0 writes it

@@ -21,6 +21,7 @@ if str(HERE) not in sys.path:
     sys.path.append(str(HERE))
 
 import csv  # noqa: E402
+import signal  # noqa: E402
 import time  # noqa: E402
 
 import pytorch_lightning as pl  # noqa: E402
@@ -30,16 +31,17 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint  # noqa: 
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from pytorch_lightning.tuner import Tuner  # noqa: E402
 from pytorch_lightning.utilities import rank_zero_only  # noqa: E402
+from pytorch_lightning.utilities.memory import is_oom_error  # noqa: E402
 from pytorch_lightning.utilities.seed import isolate_rng  # noqa: E402
 from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
 from transformers import get_constant_schedule_with_warmup  # noqa: E402
 
-from exact_resume import (ExactResume, ReplayableDistributedSampler, ReplayableRandomSampler,  # noqa: E402
-                          ResumableDataLoader)
+from exact_resume import (ExactResume, Interrupted, ReplayableDistributedSampler,  # noqa: E402
+                          ReplayableRandomSampler, ResumableDataLoader)
 from shared.cli import parse_args  # noqa: E402
 from shared.data import PadCollator  # noqa: E402
 from shared.decoding import generate_questions  # noqa: E402
-from shared.errors import UserError, exit_on_user_error  # noqa: E402
+from shared.errors import UserError, exit_on_user_error, out_of_memory_error  # noqa: E402
 from shared.export import export_pretrained  # noqa: E402
 from shared.model import count_parameters, seq2seq_loss  # noqa: E402
 from shared.pipeline import make_model, prepare_data  # noqa: E402
@@ -175,12 +177,38 @@ def resolve_strategy(strategy: str, accelerator: str) -> str:
     return "ddp"
 
 
+# feature: precision
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """Lightning falls back from 16-mixed to bf16-mixed on the CPU with a multi-line warning; say it in one."""
+    if precision == "16-mixed" and (accelerator == "cpu" or not torch.cuda.is_available()):
+        print("notice: --precision 16-mixed needs CUDA; using bf16-mixed on the CPU, as Lightning does")
+        return "bf16-mixed"
+    return precision
+
+
 # feature: checkpointing + resume
 def read_checkpoint(path: Path) -> dict:
+    """Lightning would read it with the same safe `weights_only=True`; read here first to check it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- any failure to read it is the user's file's problem
-        raise UserError(f"{path}: cannot be read as a checkpoint ({type(error).__name__})") from None
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"{path}: not a checkpoint of this project (no 'state_dict')")
+    return checkpoint
+
+
+def check_weights_fit(module: pl.LightningModule, checkpoint: dict, path: Path) -> None:
+    """Lightning's own check (a strict load_state_dict) ends in a traceback listing every tensor."""
+    expected = module.state_dict()
+    for name, tensor in checkpoint["state_dict"].items():
+        if name not in expected or expected[name].shape != tensor.shape:
+            raise UserError(f"{path}: weights do not fit this model configuration ({name}: "
+                            f"{tuple(tensor.shape)} in the checkpoint)")
+    missing = sorted(set(expected) - set(checkpoint["state_dict"]))
+    if missing:
+        raise UserError(f"{path}: weights do not fit this model configuration ({missing[0]} is missing)")
 
 
 def logged_rows_before(output_dir: Path, checkpoint: dict) -> list[dict]:
@@ -207,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     # feature: data parallel / DDP
     strategy = resolve_strategy(args.strategy, args.accelerator)
+    # feature: precision
+    precision = resolve_precision(args.precision, args.accelerator)
     is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher leave files to rank 0
     # feature: wiring
     output_dir = Path(args.output_dir)
@@ -227,12 +257,17 @@ def main(argv: list[str] | None = None) -> dict:
     module = QGModule(make_model(args, data.tokenizer), data.tokenizer, dict(vars(args)))
     datamodule = QGDataModule(data, args.batch_size, args.num_workers, args.seed)
     # feature: checkpointing + resume
+    if resume is not None:
+        check_weights_fit(module, resume, resume_path)
+    # feature: wiring
+    # feature: checkpointing + resume
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="dev_loss", mode="min",
                                  filename="{epoch}-{dev_loss:.2f}", save_top_k=args.save_top_k, save_last=True)
     # feature: early stopping
     early_stopping = EarlyStopping(monitor="dev_loss", mode="min", patience=args.patience, min_delta=args.min_delta)
     # feature: checkpointing + resume
-    callbacks = [early_stopping, checkpoint, ExactResume()]
+    exact_resume = ExactResume(last_checkpoint=str(output_dir / "checkpoints" / "last.ckpt"))
+    callbacks = [early_stopping, checkpoint, exact_resume]
     if args.checkpoint_every_n_steps:
         callbacks.append(StepCheckpoint(dirpath=output_dir / "checkpoints", save_top_k=0, save_last=True,
                                         every_n_train_steps=args.checkpoint_every_n_steps,
@@ -256,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         # feature: checkpointing + resume
         use_distributed_sampler=False,
         # feature: precision
-        precision=args.precision)
+        precision=precision)
     # feature: wiring
     if is_rank_zero:
         print(f"data: {len(data.train)} train / {len(data.dev)} dev / {len(data.test)} test examples"
@@ -277,7 +312,27 @@ def main(argv: list[str] | None = None) -> dict:
         module.save_hyperparameters(dict(vars(args)))  # hparams.yaml is written from the initial hparams
 
     # feature: loop
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path, weights_only=True)
+    # feature: checkpointing + resume
+    except Interrupted as stop:  # Ctrl-C or SIGTERM: last.ckpt is saved; say how to go on, exit non-zero
+        if trainer.is_global_zero:
+            print(stop)
+        raise SystemExit(128 + stop.signum) from None
+    except OSError as error:  # a full disk, a read-only directory: Lightning's atomic save left the old file
+        raise UserError(f"cannot write checkpoint {error.filename or output_dir / 'checkpoints'}: "
+                        f"{error.strerror or error}; the previous checkpoint, if any, is intact") from None
+    # feature: loop
+    except RuntimeError as error:
+        if is_oom_error(error):
+            raise out_of_memory_error(args.batch_size) from None
+        raise
+    # feature: checkpointing + resume
+    if trainer.strategy.reduce_boolean_decision(exact_resume.signal_received is not None, all=False):
+        signum = exact_resume.signal_received or signal.SIGTERM
+        if trainer.is_global_zero:  # after the last batch: last.ckpt is already complete
+            print(Interrupted(signum, trainer.current_epoch, trainer.global_step, checkpoint.last_model_path))
+        raise SystemExit(128 + signum)
     # feature: early stopping
     if early_stopping.stopping_reason_message and trainer.is_global_zero:
         print(f"early stopping: {early_stopping.stopping_reason_message}")
@@ -291,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
     tester = trainer
     # feature: data parallel / DDP
     if trainer.world_size > 1:  # every test example once: test in this process alone, as Lightning advises
-        tester = make_trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
+        tester = make_trainer(accelerator=args.accelerator, devices=1, precision=precision, logger=False,
                             default_root_dir=output_dir, enable_model_summary=False)
     # feature: test phase
     module.generated = []

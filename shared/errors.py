@@ -28,3 +28,10 @@ def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
     wrapped.__name__ = getattr(main, "__name__", "main")
     wrapped.__doc__ = main.__doc__
     return wrapped
+
+
+def out_of_memory_error(batch_size: int) -> UserError:
+    """Out of memory during ordinary training (not during the batch-size search): what to do about it."""
+    smaller = max(1, batch_size // 2)
+    return UserError(f"out of memory while training at --batch-size {batch_size}: let --auto-batch-size power find "
+                     f"a size that fits, or give a smaller --batch-size (e.g. {smaller})")

@@ -68,17 +68,19 @@ def pytest_runtest_logreport(report):
     from tests import fault_count
 
     if report.when == "call" and "fault" in report.keywords:
-        fault_count.RAN[0] += 1
+        counter = fault_count.FUZZ_TESTS if "test_fuzz_reader" in report.nodeid else fault_count.RAN
+        counter[0] += 1
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from tests import fault_count, parity_report
 
-    if fault_count.RAN[0]:
+    if fault_count.RAN[0] or fault_count.FUZZED[0]:
         terminalreporter.section("faults and bad input")
-        terminalreporter.write_line(f"fault and bad-input cases tried: {fault_count.RAN[0] + fault_count.FUZZED[0]} "
-                                    f"({fault_count.RAN[0]} tests, {fault_count.FUZZED[0]} fuzzed documents "
-                                    f"among them)")
+        terminalreporter.write_line(
+            f"fault and bad-input cases tried: {fault_count.RAN[0] + fault_count.FUZZED[0]} ({fault_count.RAN[0]} "
+            f"fault and bad-input tests, and {fault_count.FUZZED[0]} generated documents fed to the SQuAD reader by "
+            f"{fault_count.FUZZ_TESTS[0]} fuzz tests)")
     if not parity_report.ROWS:
         return
     terminalreporter.section("parity: vanilla/ against lightning/ on the CPU, float32 unless stated")

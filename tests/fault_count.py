@@ -2,4 +2,5 @@
 marked `fault` that ran, plus the documents the reader's fuzz tests generated."""
 
 FUZZED = [0]  # documents fed to the reader by the hypothesis tests
-RAN = [0]  # tests marked `fault` that ran (passed or failed)
+RAN = [0]  # tests marked `fault` that ran (passed or failed), the fuzz tests aside
+FUZZ_TESTS = [0]

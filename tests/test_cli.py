@@ -37,6 +37,7 @@ def test_help_explains_every_common_option():
         assert option in result.stdout, option
 
 
+@pytest.mark.fault
 def test_bad_record_is_one_line_naming_file_and_record(tiny_data, tmp_path):
     bad = write_json(tmp_path / "train.json", squad_doc(qa("rec-42", "Where?", "London", 3)))
     result = vanilla("--train-file", str(bad), "--dev-file", str(tiny_data / "dev.json"),
@@ -44,6 +45,7 @@ def test_bad_record_is_one_line_naming_file_and_record(tiny_data, tmp_path):
     assert_one_line_error(result, str(bad), "record 'rec-42'", "answer_start 3")
 
 
+@pytest.mark.fault
 def test_malformed_json_is_one_line(tiny_data, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -54,6 +56,7 @@ def test_malformed_json_is_one_line(tiny_data, tmp_path):
     assert_one_line_error(result, str(data / "dev.json"), "malformed JSON")
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("args, fragments", [
     (["--strategy", "dp"], ["--strategy dp", "CUDA"]),
     (["--accelerator", "gpu"], ["--accelerator gpu", "no CUDA GPU"]),
@@ -68,12 +71,14 @@ def test_impossible_requests_are_one_line(tmp_path, args, fragments):
     assert_one_line_error(vanilla("--output-dir", str(tmp_path / "out"), *args), *fragments)
 
 
+@pytest.mark.fault
 def test_missing_resume_checkpoint_and_existing_run(tiny_data, tmp_path):
     assert_one_line_error(vanilla(*tiny_args(tiny_data, tmp_path / "a", "--resume", "last")), "no checkpoint at")
     (tmp_path / "b" / "checkpoints").mkdir(parents=True)
     assert_one_line_error(vanilla(*tiny_args(tiny_data, tmp_path / "b")), "already holds a run", "--overwrite")
 
 
+@pytest.mark.fault
 def test_ask_command_errors_are_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "shared.ask", "--model", str(tmp_path / "nowhere"),
                              "--context", "abc", "--answer", "b"], cwd=REPO, env=ENV, capture_output=True,

@@ -36,6 +36,7 @@ def test_highlight_is_the_reference_format():
     assert highlight("abc def ghi", 4, "def") == "abc [HL]def[HL] ghi"
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("document, expected", [
     (squad_doc(qa("r7", "Where?", "London", 24)), "record 'r7': answer_start 24 does not point at the answer"),
     (squad_doc(qa("r8", "Where?", "London", 900)), "record 'r8': answer_start 900 is outside the context"),
@@ -64,6 +65,7 @@ def test_bad_records_raise_one_line_error_naming_file_and_record(tmp_path, docum
     assert "\n" not in message
 
 
+@pytest.mark.fault
 def test_invalid_utf8_and_missing_file(tmp_path):
     path = tmp_path / "latin1.json"
     path.write_bytes(b'{"data": ["caf\xe9"]}')

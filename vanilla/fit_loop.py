@@ -12,12 +12,15 @@ the two trainers end with identical weights on the CPU:
   LR scheduler steps (interval "step");
 - after validation: log, early stopping, then checkpoints (Lightning runs checkpoint callbacks last).
 Mid-epoch checkpoints carry the shuffle seed, the batch position, the partial epoch sums and every RNG state,
-so a resumed run continues the same sequence of batches and random numbers.
+so a resumed run continues the same sequence of batches and random numbers. Ctrl-C or SIGTERM during training
+ends the run at the next batch boundary with such a checkpoint (last.ckpt), so that --resume last continues it.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import signal
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,8 +36,20 @@ from vanilla.progress_bar import ProgressBar
 from vanilla.seed import isolate_rng, restore_rng_states
 
 LossFn = Callable[[dict], torch.Tensor]
+# feature: checkpointing + resume
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class Interrupted(Exception):
+    """Training stopped on a signal, after saving a resumable checkpoint."""
+
+    def __init__(self, signum: int, epoch: int, step: int, path: str):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {step}: saved {path}; "
+                         f"continue with --resume last")
+
+
+# feature: loop
 @dataclass
 class LoopPosition:
     """Where training stands; saved in every checkpoint under "loops"."""
@@ -81,21 +96,50 @@ class FitLoop:
         self.position = LoopPosition()
         self.stop_reason: str | None = None
         self.pending_rng_states: dict | None = None  # set on resume; applied once the resumed epoch's iterator exists
+        self.signal_received: int | None = None
 
     # ---------------------------------------------------------------- fit
     def run(self, sanity_check: bool = True) -> None:
-        if sanity_check:
-            self.sanity_check()
-        pos = self.position
-        while not pos.should_stop:
-            if pos.epoch_finished:  # move on; also where a run resumed from an end-of-epoch checkpoint starts
-                if pos.epoch + 1 >= self.max_epochs:
-                    break
-                pos.epoch, pos.batches_done, pos.epoch_finished = pos.epoch + 1, 0, False
-                self._restore_pending_rng()
-            self.train_epoch()
-            self.on_epoch_end(self.validate())
+        with self._catching_stop_signals():
+            if sanity_check:
+                self.sanity_check()
+            pos = self.position
+            while not pos.should_stop:
+                if pos.epoch_finished:  # move on; also where a run resumed from an end-of-epoch checkpoint starts
+                    if pos.epoch + 1 >= self.max_epochs:
+                        break
+                    pos.epoch, pos.batches_done, pos.epoch_finished = pos.epoch + 1, 0, False
+                    self._restore_pending_rng()
+                self.train_epoch()
+                self.on_epoch_end(self.validate())
+            self._stop_if_signalled(save=False)  # a signal after the last batch: last.ckpt is already complete
 
+    # feature: checkpointing + resume
+    @contextmanager
+    def _catching_stop_signals(self):
+        """Ctrl-C and SIGTERM only set a flag; training stops at the next batch boundary (`_stop_if_signalled`)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, lambda signum, frame: setattr(self, "signal_received", signum))
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop_if_signalled(self, save: bool = True) -> None:
+        if not ddp.reduce_any(self.signal_received is not None, self.device):  # every rank stops at one batch
+            return
+        if save:
+            self.checkpoint.save_last_checkpoint(self.save_checkpoint)
+        pos = self.position
+        raise Interrupted(self.signal_received or signal.SIGTERM, pos.epoch, pos.global_step,
+                          self.checkpoint.last_model_path)
+
+    # feature: loop
     def num_train_batches(self) -> int:
         total = len(self.train_loader)
         limit = self.limit_train_batches
@@ -119,6 +163,8 @@ class FitLoop:
         for batch_idx in range(pos.batches_done, num_batches):
             batch = next(batches)
             self.progress.advance(self.training_step(batch, batch_idx, num_batches))
+            if batch_idx + 1 < num_batches:  # after the last batch, the epoch's end (and its checkpoint) comes first
+                self._stop_if_signalled()
 
     def training_step(self, batch: dict, batch_idx: int, num_batches: int) -> float:
         pos = self.position

@@ -21,19 +21,19 @@ from transformers import get_constant_schedule_with_warmup  # noqa: E402
 
 from shared.cli import parse_args  # noqa: E402
 from shared.data import PadCollator  # noqa: E402
-from shared.errors import UserError, exit_on_user_error  # noqa: E402
+from shared.errors import UserError, exit_on_user_error, out_of_memory_error  # noqa: E402
 from shared.export import export_pretrained  # noqa: E402
 from shared.model import count_parameters, seq2seq_loss  # noqa: E402
 from shared.pipeline import make_model, prepare_data  # noqa: E402
 from shared.run_dir import prepare_output_dir, resolve_resume_path  # noqa: E402
 from vanilla import ddp  # noqa: E402
 from vanilla.accelerator import Hardware, resolve_hardware  # noqa: E402
-from vanilla.batch_size_finder import search_with_loop  # noqa: E402
+from vanilla.batch_size_finder import is_oom_error, search_with_loop  # noqa: E402
 from vanilla.checkpoint_connector import dump_checkpoint, restore_checkpoint  # noqa: E402
 from vanilla.checkpoint_io import atomic_save, load_checkpoint  # noqa: E402
 from vanilla.data_parallel import DataParallelLoss  # noqa: E402
 from vanilla.early_stopping import EarlyStopping  # noqa: E402
-from vanilla.fit_loop import FitLoop  # noqa: E402
+from vanilla.fit_loop import FitLoop, Interrupted  # noqa: E402
 from vanilla.loggers import CSVLogger, TensorBoardLogger, save_hparams  # noqa: E402
 from vanilla.model_checkpoint import ModelCheckpoint  # noqa: E402
 from vanilla.precision import Precision  # noqa: E402
@@ -166,13 +166,21 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         save_hparams(output_dir / "tensorboard", hparams)  # Lightning's TensorBoardLogger keeps a copy there
 
     # feature: loop
-    loop.run(sanity_check=resume is None)
+    try:
+        loop.run(sanity_check=resume is None)
+    except Interrupted as stop:  # Ctrl-C or SIGTERM: last.ckpt is saved; say how to go on, exit non-zero
+        say(str(stop))
+        raise
+    except RuntimeError as error:
+        if is_oom_error(error):
+            raise out_of_memory_error(args.batch_size) from None
+        raise
+    finally:
+        for logger in loggers:
+            logger.close()
     # feature: early stopping
     if loop.stop_reason:
         say(f"early stopping: {loop.stop_reason}")
-    # feature: logging
-    for logger in loggers:
-        logger.close()
     # feature: test phase
     scores = test_and_export(args, model, data, checkpoint, precision, device, output_dir, started) if writer else None
     # feature: data parallel / DDP
@@ -207,13 +215,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     children = []
     if hardware.strategy == "ddp" and not ddp.launched_by_torchrun():
         children = ddp.launch_local_ranks(str(Path(__file__).resolve()), argv, hardware.devices)
-    failed = True
+    failed, interrupted = True, None
     try:
         scores = fit_and_test(args, hardware)
         failed = False
+    except Interrupted as stop:  # every rank stopped at the same batch
+        interrupted = stop
     finally:
-        status = ddp.wait_for(children, failed)
+        status = ddp.wait_for(children, failed and interrupted is None)
         ddp.destroy_process_group()
+    if interrupted is not None:
+        raise SystemExit(128 + interrupted.signum)
     if status:
         raise SystemExit(f"error: another DDP rank exited with status {status}")
     return scores

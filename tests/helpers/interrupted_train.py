@@ -4,7 +4,7 @@ the trainer's. The kills are `os._exit`: no clean-up, no final checkpoint, as `k
     N               kill right after optimizer step N (a bare number, as the older tests write it)
     step:N          the same
     val:K           kill during the K-th validation batch (the sanity check's two batches count)
-    save:K          kill half-way through writing the K-th checkpoint file to disk
+    save:K          kill half-way through writing the K-th checkpoint file (its temporary file) to disk
     signal:NAME:N   send SIGNAME (TERM or INT) to this process at optimizer step N, and let the trainer react
 """
 
@@ -13,6 +13,7 @@ import importlib.util
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,9 +100,15 @@ elif KIND == "save":
         def __exit__(self, *exc):
             self.handle.close()
 
+    def is_checkpoint_write(file) -> bool:
+        """vanilla writes a temporary file beside the checkpoint; Lightning (fsspec) one in the system's temporary
+        directory, moved into place afterwards."""
+        parent = Path(str(file)).parent
+        return parent.name == "checkpoints" or parent == Path(tempfile.gettempdir())
+
     def open_(file, mode="r", *args, **kwargs):
         handle = real_open(file, mode, *args, **kwargs)
-        if "w" in mode and "b" in mode and Path(str(file)).parent.name == "checkpoints":
+        if "w" in mode and "b" in mode and is_checkpoint_write(file):
             writes[0] += 1
             if writes[0] == AT:
                 return HalfWriter(handle)
