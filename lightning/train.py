@@ -259,8 +259,6 @@ def main(argv: list[str] | None = None) -> dict:
     # feature: checkpointing + resume
     if resume is not None:
         check_weights_fit(module, resume, resume_path)
-    # feature: wiring
-    # feature: checkpointing + resume
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="dev_loss", mode="min",
                                  filename="{epoch}-{dev_loss:.2f}", save_top_k=args.save_top_k, save_last=True)
     # feature: early stopping

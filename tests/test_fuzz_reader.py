@@ -1,5 +1,6 @@
 """Property-based fuzzing of the SQuAD reader: whatever a file holds, it either loads or ends in one DataError
-line that names the file -- never another exception, never a multi-line message."""
+line that names the file -- never another exception, never a multi-line message. Derandomised, so that make
+test tries the same 300 documents on every run (run hypothesis with another seed to explore further)."""
 
 from __future__ import annotations
 
@@ -45,18 +46,21 @@ def mutated_documents(draw):
     document = json.loads(json.dumps(VALID))
     for _ in range(draw(st.integers(1, 3))):
         place = draw(st.sampled_from(PLACES))
-        parent = document
-        try:
-            for key in place[:-1]:
-                parent = parent[key]
-            if draw(st.booleans()):
-                parent[place[-1]] = draw(json_values)
-            elif isinstance(parent, dict):
-                parent.pop(place[-1], None)
+        parent, key = document, place[-1]
+        for step in place[:-1]:  # an earlier mutation may have removed or replaced part of the way
+            if isinstance(parent, dict):
+                parent = parent.get(step)
+            elif isinstance(parent, list) and isinstance(step, int) and step < len(parent):
+                parent = parent[step]
             else:
-                parent.pop(place[-1])
-        except (KeyError, IndexError, TypeError):
-            pass  # an earlier mutation removed this place
+                parent = None
+        if isinstance(parent, dict) or (isinstance(parent, list) and isinstance(key, int) and key < len(parent)):
+            if draw(st.booleans()):
+                parent[key] = draw(json_values)
+            elif isinstance(parent, dict):
+                parent.pop(key, None)
+            else:
+                parent.pop(key)
     return document
 
 
@@ -71,7 +75,8 @@ def check(path) -> None:
         assert split.examples and all(e.answer in e.context for e in split.examples)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=mutated_documents())
 def test_mutated_documents_load_or_fail_in_one_line(tmp_path, document):
     path = tmp_path / "fuzz.json"
@@ -79,7 +84,8 @@ def test_mutated_documents_load_or_fail_in_one_line(tmp_path, document):
     check(path)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")))
 def test_arbitrary_bytes_load_or_fail_in_one_line(tmp_path, raw):
     path = tmp_path / "fuzz.json"
