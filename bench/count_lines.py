@@ -1,11 +1,12 @@
 """What Lightning removes, in lines: per feature, the lines of code that implement it in vanilla/ and in
 lightning/ (non-blank lines that are not comments or docstrings).
 
-A file counts towards one feature (the table below) unless it carries section markers, comment lines
-`# feature: NAME`, which switch the feature of the lines that follow; the two train.py files use them to
-split their wiring by feature. Lines Lightning needed anyway (the exact-resume hooks, the sampler, the metrics
-row keeping) are counted on Lightning's side. The shared/ layer (data, model, metrics, CLI) is used by both and
-counted by neither.
+Attribution is by file and, inside a file, by the function or class a line belongs to or the call it is part
+of (the maps below): a line takes the feature of the innermost mapped definition or call around it, else its
+file's feature; in the entry files (train.py) an unmapped line is wiring. A `pl.Trainer(...)` flag counts
+towards the feature it switches on. The shared/ layer (data, model, metrics, CLI) is used by both and counted by
+neither, except the helpers both trainers need because their frameworks lack them (exact resume, reading a
+checkpoint with one-line errors), which count on both sides.
 
     python bench/count_lines.py           # the table
     python bench/count_lines.py --show    # every counted line with its feature
@@ -24,42 +25,87 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FEATURES = ("loop", "early stopping", "checkpointing + resume", "data parallel / DDP", "batch-size search",
             "precision", "logging", "test phase", "wiring")
-FILE_FEATURE = {
-    "vanilla/fit_loop.py": "loop",
-    "vanilla/seed.py": "loop",
-    "vanilla/early_stopping.py": "early stopping",
-    "vanilla/model_checkpoint.py": "checkpointing + resume",
-    "vanilla/checkpoint_io.py": "checkpointing + resume",
-    "vanilla/checkpoint_connector.py": "checkpointing + resume",
-    "vanilla/resumable_sampler.py": "checkpointing + resume",
-    "vanilla/accelerator.py": "data parallel / DDP",
-    "vanilla/data_parallel.py": "data parallel / DDP",
-    "vanilla/ddp.py": "data parallel / DDP",
-    "vanilla/batch_size_finder.py": "batch-size search",
-    "vanilla/precision.py": "precision",
-    "vanilla/loggers.py": "logging",
-    "vanilla/progress_bar.py": "logging",
-    "vanilla/test_loop.py": "test phase",
-    "vanilla/train.py": "wiring",
-    "lightning/exact_resume.py": "checkpointing + resume",
-    "lightning/train.py": "wiring",
+SIDES = ("vanilla", "lightning")
+LOOP, STOP, CKPT, DDP, SEARCH, PRECISION, LOGGING, TEST, WIRING = FEATURES
+
+# Files: their feature, then what inside them belongs to another: a definition (`name` or `Class.method`), a
+# call (`name()`), an attribute (`.name`) or a Trainer flag (`Trainer(name=)`).
+FILES: dict[str, tuple[str, dict[str, str]]] = {
+    "vanilla/train.py": (WIRING, {
+        "configure_optimizers": LOOP, "Optimization()": LOOP, "FitLoop()": LOOP, "run()": LOOP,
+        "EarlyStopping()": STOP, ".stop_reason": STOP,
+        "ModelCheckpoint()": CKPT, "resolve_resume_path()": CKPT, "read_resume_checkpoint()": CKPT,
+        "restore_checkpoint()": CKPT, "saver()": CKPT,
+        "init_process_group()": DDP, "barrier()": DDP, "run_ranks()": DDP, "connect()": DDP,
+        "resolve_hardware()": DDP,
+        "search_batch_size": SEARCH, "search_batch_size()": SEARCH,
+        "Precision()": PRECISION,
+        "open_loggers()": LOGGING, "ProgressBar()": LOGGING, "close()": LOGGING,
+        "test_phase": TEST, "test_phase()": TEST}),
+    "vanilla/fit_loop.py": (LOOP, {
+        "FitLoop.state_dict": CKPT, "FitLoop.load_state_dict": CKPT, "FitLoop._restore_pending_rng": CKPT,
+        "FitLoop._stop_if_signalled": CKPT, "FitLoop.save_last": CKPT, "save_last()": CKPT,
+        "_stop_if_signalled()": CKPT, "_restore_pending_rng()": CKPT, "catching_stop_signals()": CKPT,
+        "on_validation_epoch_end()": CKPT, "check()": STOP,
+        "log_metrics()": LOGGING, "start_epoch()": LOGGING, "advance()": LOGGING, "end_epoch()": LOGGING}),
+    "vanilla/optimization.py": (LOOP, {"forward_context()": PRECISION, "backward()": PRECISION,
+                                       "unscale_gradients()": PRECISION, ".no_sync": DDP, "no_sync()": DDP}),
+    "vanilla/seed.py": (LOOP, {"seed_everything": WIRING}),
+    "vanilla/early_stopping.py": (STOP, {}),
+    "vanilla/model_checkpoint.py": (CKPT, {}),
+    "vanilla/checkpoint_io.py": (CKPT, {}),
+    "vanilla/checkpoint_connector.py": (CKPT, {}),
+    "vanilla/signal_connector.py": (CKPT, {}),
+    "vanilla/accelerator.py": (DDP, {}),
+    "vanilla/strategy.py": (DDP, {}),
+    "vanilla/data_parallel.py": (DDP, {}),
+    "vanilla/ddp.py": (DDP, {}),
+    "vanilla/data_connector.py": (WIRING, {"DataConnector._sampler": DDP, "_sampler()": DDP}),
+    "vanilla/batch_size_finder.py": (SEARCH, {}),
+    "vanilla/precision.py": (PRECISION, {}),
+    "vanilla/loggers.py": (LOGGING, {}),
+    "vanilla/progress_bar.py": (LOGGING, {}),
+    "vanilla/evaluation_loop.py": (TEST, {}),
+    "lightning/train.py": (WIRING, {
+        "QGModule.training_step": LOOP, "QGModule.validation_step": LOOP, "QGModule.configure_optimizers": LOOP,
+        "fit()": LOOP,
+        "EarlyStopping()": STOP, ".stopping_reason_message": STOP,
+        "ModelCheckpoint()": CKPT, "exact_resume_callbacks()": CKPT,
+        "single_device_tester": DDP, "single_device_tester()": DDP,
+        "scale_batch_size": SEARCH, "scale_batch_size()": SEARCH,
+        "CSVLogger()": LOGGING, "TensorBoardLogger()": LOGGING, "log()": LOGGING, "MeanMetric()": LOGGING,
+        "QGModule.test_step": TEST, "test()": TEST, "write_test_report()": TEST, ".best_model_path": TEST,
+        "Trainer(max_epochs=)": LOOP, "Trainer(limit_train_batches=)": LOOP, "Trainer(accumulate_grad_batches=)": LOOP,
+        "Trainer(gradient_clip_val=)": LOOP, "Trainer(accelerator=)": DDP, "Trainer(devices=)": DDP,
+        "Trainer(strategy=)": DDP, "Trainer(precision=)": PRECISION, "Trainer(logger=)": LOGGING}),
+    "lightning/exact_resume.py": (CKPT, {}),
+    "lightning/run_guard.py": (WIRING, {
+        "RunGuard._strategy": DDP, "_strategy()": DDP, "_Checks.setup": CKPT, "_Checks.on_fit_start": LOOP,
+        "_OneLineCheckpointIO": CKPT, "_OneLineCheckpointIO()": CKPT, "resolve_resume_path()": CKPT,
+        "read_checkpoint()": CKPT, "check_resumable_by()": CKPT, "precision_for()": PRECISION}),
 }
-MARKER = "# feature:"
+# shared/ helpers that both trainers need and that neither framework has: counted on both sides.
+SHARED: dict[str, tuple[str, dict[str, str]]] = {
+    "shared/resumable_loader.py": (CKPT, {}),
+    "shared/rng_state.py": (CKPT, {}),
+    "shared/checkpoint_file.py": (CKPT, {}),
+}
 
 
-def docstring_lines(source: str) -> set[int]:
+def docstring_lines(tree: ast.AST) -> set[int]:
     lines: set[int] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
                 lines.update(range(first.lineno, first.end_lineno + 1))
     return lines
 
 
-def code_lines(source: str) -> set[int]:
+def code_lines(source: str, tree: ast.AST) -> set[int]:
     """Line numbers holding a token that is code (not a comment, not layout, not a docstring)."""
-    skip = docstring_lines(source)
+    skip = docstring_lines(tree)
     layout = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
               tokenize.ENDMARKER, tokenize.ENCODING}
     lines: set[int] = set()
@@ -69,40 +115,78 @@ def code_lines(source: str) -> set[int]:
     return lines
 
 
+def _called_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+
+
+def mapped_spans(tree: ast.AST, names: dict[str, str]) -> list[tuple[int, int, str]]:
+    """(first line, last line, feature) of every definition, call, attribute or Trainer flag in `names`."""
+    spans = []
+
+    def visit(node: ast.AST, scope: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            key, inner = None, scope
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner = f"{scope}.{child.name}" if scope else child.name
+                key = inner if inner in names else child.name
+            elif isinstance(child, ast.Call):
+                key = f"{_called_name(child)}()"
+                if key == "Trainer()":
+                    spans.extend((kw.value.lineno, kw.value.end_lineno, names[f"Trainer({kw.arg}=)"])
+                                 for kw in child.keywords if f"Trainer({kw.arg}=)" in names)
+            elif isinstance(child, ast.Attribute) and not isinstance(child.ctx, ast.Store):
+                key = f".{child.attr}"
+            if key in names:
+                spans.append((child.lineno, child.end_lineno, names[key]))
+            visit(child, inner)
+
+    visit(tree, "")
+    return spans
+
+
 def count_file(relative: str) -> list[tuple[int, str, str]]:
     """(line number, feature, text) of every counted line of one file."""
+    default, names = FILES.get(relative) or SHARED[relative]
     source = (REPO / relative).read_text(encoding="utf-8")
-    counted = code_lines(source)
-    feature = FILE_FEATURE[relative]
+    tree = ast.parse(source)
+    spans = mapped_spans(tree, names)
     result = []
-    for number, text in enumerate(source.splitlines(), start=1):
-        stripped = text.strip()
-        if stripped.startswith(MARKER):
-            feature = stripped[len(MARKER):].strip()
-            if feature not in FEATURES:
-                raise SystemExit(f"error: {relative}:{number}: unknown feature {feature!r} (one of {FEATURES})")
-        elif number in counted:
-            result.append((number, feature, text))
+    lines = source.splitlines()
+    for number in sorted(code_lines(source, tree)):
+        covering = [(last - first, -first, feature) for first, last, feature in spans if first <= number <= last]
+        feature = min(covering)[2] if covering else default
+        result.append((number, feature, lines[number - 1]))
     return result
+
+
+def files_of(side: str) -> list[str]:
+    return [path for path in FILES if path.startswith(f"{side}/")] + list(SHARED)
 
 
 def count() -> dict[str, dict[str, int]]:
     """{feature: {"vanilla": lines, "lightning": lines}}, plus a "total" row."""
-    table = {feature: {"vanilla": 0, "lightning": 0} for feature in FEATURES}
-    for relative in FILE_FEATURE:
-        side = relative.split("/")[0]
-        for _, feature, _ in count_file(relative):
-            table[feature][side] += 1
-    table["total"] = {side: sum(row[side] for row in table.values()) for side in ("vanilla", "lightning")}
+    table = {feature: dict.fromkeys(SIDES, 0) for feature in FEATURES}
+    for side in SIDES:
+        for relative in files_of(side):
+            for _, feature, _ in count_file(relative):
+                table[feature][side] += 1
+    table["total"] = {side: sum(row[side] for row in table.values()) for side in SIDES}
     return table
 
 
 def check_every_file_is_mapped() -> None:
-    for side in ("vanilla", "lightning"):
+    for side in SIDES:
         for path in sorted((REPO / side).glob("*.py")):
             relative = path.relative_to(REPO).as_posix()
-            if relative not in FILE_FEATURE and path.read_text().strip():
+            if relative not in FILES and path.read_text().strip():
                 raise SystemExit(f"error: {relative} is not assigned a feature in bench/count_lines.py")
+    for relative, (default, names) in {**FILES, **SHARED}.items():
+        if not (REPO / relative).is_file():
+            raise SystemExit(f"error: bench/count_lines.py maps {relative}, which does not exist")
+        unknown = {default, *names.values()} - set(FEATURES)
+        if unknown:
+            raise SystemExit(f"error: bench/count_lines.py: {relative}: unknown feature(s) {sorted(unknown)}")
 
 
 def markdown(table: dict[str, dict[str, int]]) -> str:
@@ -122,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_every_file_is_mapped()
     if args.show:
-        for relative in FILE_FEATURE:
-            for number, feature, text in count_file(relative):
-                print(f"{relative}:{number:<4} {feature:<24} {text}")
+        for side in SIDES:
+            for relative in files_of(side):
+                for number, feature, text in count_file(relative):
+                    print(f"{side:<9} {relative}:{number:<4} {feature:<24} {text}")
     table = count()
     print(json.dumps(table, indent=2) if args.json else markdown(table))
     return 0

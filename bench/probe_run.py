@@ -26,14 +26,16 @@ if TRAINER == "vanilla":
     from vanilla import train
     from vanilla.fit_loop import FitLoop
 
-    original = FitLoop.optimizer_step
+    original = FitLoop.training_step
 
-    def optimizer_step(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        first_step_reached()
+    def training_step(self, *args, **kwargs):
+        loss = original(self, *args, **kwargs)
+        if self.position.global_step:
+            first_step_reached()
+        return loss
 
     if MODE == "first-step":
-        FitLoop.optimizer_step = optimizer_step
+        FitLoop.training_step = training_step
 else:
     spec = importlib.util.spec_from_file_location("lightning_train", REPO / "lightning" / "train.py")
     train = importlib.util.module_from_spec(spec)

@@ -146,22 +146,32 @@ def _probe_callback(log: StepLog):
     return Probe()
 
 
+@contextmanager
+def lightning_trainers(extra_callbacks=()):
+    """While it lasts, every `pl.Trainer(callbacks=...)` built (by lightning/train.py: the fit Trainer) gets
+    `extra_callbacks` too; yields the list of Trainers built."""
+    import pytorch_lightning as pl
+
+    built = []
+
+    class Trainer(pl.Trainer):
+        def __init__(self, *args, **kwargs):
+            if "callbacks" in kwargs:
+                kwargs["callbacks"] = [*kwargs["callbacks"], *extra_callbacks]
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    with patched(pl, "Trainer", lambda original: Trainer):
+        yield built
+
+
 def lightning_trainer(argv: list[str]) -> StepLog:
     """lightning/train.py's main, with a probe callback added to the Trainer it builds for fit."""
-    sys.path.insert(0, str(REPO / "tests"))
     from tests.conftest import load_lightning_train
 
     train = load_lightning_train()
     log = StepLog()
-
-    def make_trainer(original):
-        def make(**kwargs):
-            if "callbacks" in kwargs:
-                kwargs["callbacks"] = [*kwargs["callbacks"], _probe_callback(log)]
-            return original(**kwargs)
-        return make
-
-    with patched(train, "make_trainer", make_trainer):
+    with lightning_trainers([_probe_callback(log)]):
         train.main(argv)
     return log
 
@@ -180,5 +190,5 @@ def lightning_defaults(args, steps: int) -> StepLog:
     module = train.QGModule(make_model(args, data.tokenizer), data.tokenizer, dict(vars(args)))
     log = StepLog()
     trainer = pl.Trainer(max_steps=steps, callbacks=[_probe_callback(log)], default_root_dir=args.output_dir)
-    trainer.fit(module, datamodule=train.QGDataModule(data, args.batch_size, args.num_workers, args.seed))
+    trainer.fit(module, datamodule=train.QGDataModule(data, args.batch_size, args.num_workers))
     return log

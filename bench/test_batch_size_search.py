@@ -43,7 +43,7 @@ def vanilla_search(argv) -> tuple[float, int]:
             return result
         return search
 
-    with patched(train, "search_with_loop", timed), \
+    with patched(train, "search_with_optimization", timed), \
             patched(train, "seq2seq_loss", oom_above_limit([], lambda: False)):
         train.main(argv)
     return seconds[0], len(trials)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench.conftest import run_args
-from bench.runners import patched
+from bench.runners import lightning_trainers, patched
 
 ROUNDS = 5
 
@@ -33,33 +33,27 @@ def trained(bench_data, tmp_path_factory):
         vanilla_train.main(run_args(bench_data, tmp_path_factory.mktemp("vanilla"), "small", 4))
 
     lightning_train = load_lightning_train()
-
-    def keep_trainer(original):
-        def make(**kwargs):
-            trainer = original(**kwargs)
-            kept.setdefault("lightning", trainer)  # the first one built is the fit Trainer
-            return trainer
-        return make
-
-    with patched(lightning_train, "make_trainer", keep_trainer):
+    with lightning_trainers() as built:
         lightning_train.main(run_args(bench_data, tmp_path_factory.mktemp("lightning"), "small", 4))
+    kept["lightning"] = built[0]  # the fit Trainer (a single-device run tests with it too)
     kept["lightning"].state.fn = TrainerFn.FITTING  # restore as a resumed fit would
     return kept
 
 
 def save(trained, trainer: str, path) -> None:
     if trainer == "vanilla":
-        trained["vanilla"].save_checkpoint(path)  # dump_checkpoint + atomic_save, as train.py wires it
+        loop = trained["vanilla"]
+        loop.save_checkpoint(loop, path)  # dump_checkpoint + atomic_save, as train.py wires it
     else:
         trained["lightning"].save_checkpoint(path, weights_only=False)
 
 
 def load(trained, trainer: str, path) -> None:
     if trainer == "vanilla":
+        from shared.checkpoint_file import read_checkpoint
         from vanilla.checkpoint_connector import restore_checkpoint
-        from vanilla.checkpoint_io import load_checkpoint
 
-        restore_checkpoint(trained["vanilla"], load_checkpoint(path), path, rank=0)
+        restore_checkpoint(trained["vanilla"], read_checkpoint(path), path, rank=0)
     else:
         # what Trainer.fit(ckpt_path=...) does before training: read, then restore model, callbacks, loops,
         # optimizer and scheduler (a private entry point, used here to time exactly that part)

@@ -46,6 +46,15 @@ def summarise(logs: dict[str, list[StepLog]]) -> dict[str, dict]:
     return result
 
 
+def model_parameters(args) -> int:
+    from pathlib import Path
+
+    from shared.model import count_parameters
+    from shared.pipeline import make_model, prepare_data
+
+    return count_parameters(make_model(args, prepare_data(args, Path(args.output_dir), save_tokenizer=False).tokenizer))
+
+
 @pytest.mark.parametrize("model_size", ["small", "tiny"])
 def test_per_step(benchmark, bench_data, tmp_path, model_size):
     steps = STEPS[model_size]
@@ -65,5 +74,6 @@ def test_per_step(benchmark, bench_data, tmp_path, model_size):
 
     benchmark.group = f"per-step overhead: one round = the 4 variants x {steps} steps, {model_size} model"
     benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)
-    benchmark.extra_info.update(model_size=model_size, steps=steps, variants=summarise(logs))
+    benchmark.extra_info.update(model_size=model_size, steps=steps, variants=summarise(logs),
+                                parameters=model_parameters(args))
     assert all(len(log.times) == steps for variant_logs in logs.values() for log in variant_logs)

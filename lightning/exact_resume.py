@@ -2,155 +2,180 @@
 
 `Trainer.fit(ckpt_path=...)` restores weights, optimiser, scheduler, callbacks and loop counters, but neither the
 random number generators nor the position inside an epoch (the Lightning tracker's #17543 and #18780): resumed
-mid-epoch, a plain shuffled DataLoader starts a fresh shuffle and dropout draws different masks. Lightning does
-offer the hooks to add both, and this module uses them:
-- the train DataLoader has `state_dict`/`load_state_dict`, so Lightning stores its state in every checkpoint and
-  hands it back before the resumed epoch's iterator is made; the state is the epoch's shuffle seed and the
-  number of batches trained;
-- a callback saves every rank's RNG state in `on_save_checkpoint` and puts it back on resume: at once for a
-  checkpoint taken between epochs, or at the first resumed batch for one taken mid-epoch (after the resumed
-  epoch's iterator drew its seeds, as the interrupted run's had).
-The same callback turns Ctrl-C and SIGTERM into such a checkpoint: Lightning's own SIGTERM handling stops the
-run after a batch without saving one, and Ctrl-C stops it wherever it is.
+mid-epoch, a shuffled DataLoader starts a fresh shuffle and dropout draws other masks. Lightning offers the hooks
+to add both, and the callbacks below use them (`exact_resume_callbacks` lists them for the Trainer):
+- `ExactResume`: every rank's RNG state and the partial epoch metrics in the checkpoint (a callback's
+  `state_dict`, which Lightning saves itself), put back where the checkpoint was taken; it keeps the train
+  loader's position current (`shared.resumable_loader.ResumableDataLoader`, whose state Lightning saves);
+- `StepCheckpoint`: last.ckpt every N optimizer steps, for resuming mid-epoch;
+- `KeepLoggedRows`: Lightning's CSVLogger deletes metrics.csv when it starts; on resume, the rows of what the
+  checkpoint had finished are logged again;
+- `StopOnSignal`: Ctrl-C and SIGTERM end the run at a batch boundary with a resumable last.ckpt (Lightning's own
+  SIGTERM handling stops after a batch without saving one, and Ctrl-C stops it wherever it is).
 """
 
 from __future__ import annotations
 
-import itertools
+import csv
 import signal
 import threading
+from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from pytorch_lightning import Callback
-from pytorch_lightning.trainer.states import TrainerFn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torchmetrics import Metric
+
+from shared.errors import Interrupted
+from shared.rng_state import collect_rng_states, restore_rng_states
 
 
-class ReplayableRandomSampler(RandomSampler):
-    """RandomSampler, which draws each epoch's seed from the global generator, remembering that seed so an
-    epoch's order can be replayed from any sample."""
-
-    def __init__(self, data_source):
-        super().__init__(data_source)
-        self.seed: int | None = None
-        self._replay: tuple[int, int] | None = None
-
-    def replay(self, seed: int, start: int) -> None:
-        self._replay = (seed, start)
-
-    def __iter__(self):
-        if self._replay is not None:
-            (self.seed, start), self._replay = self._replay, None
-        else:  # the draw RandomSampler makes itself when it has no generator
-            self.seed, start = int(torch.empty((), dtype=torch.int64).random_().item()), 0
-        self.generator = torch.Generator().manual_seed(self.seed)
-        yield from itertools.islice(super().__iter__(), start, None)
+def exact_resume_callbacks(output_dir: Path, checkpoint: ModelCheckpoint, every_n_train_steps: int) -> list[Callback]:
+    step_checkpoint = [StepCheckpoint(checkpoint, every_n_train_steps)] if every_n_train_steps else []
+    return [ExactResume(), KeepLoggedRows(output_dir / "metrics.csv"), *step_checkpoint, StopOnSignal(checkpoint)]
 
 
-class ReplayableDistributedSampler(DistributedSampler):
-    """DistributedSampler (its order is fixed by seed and epoch) that can start an epoch part-way."""
-
-    _start = 0
-
-    def replay(self, seed: int, start: int) -> None:
-        self._start = start
-
-    def __iter__(self):
-        start, self._start = self._start, 0
-        return itertools.islice(super().__iter__(), start, None)
-
-
-class ResumableDataLoader(DataLoader):
-    """The train loader. Lightning finds `state_dict`/`load_state_dict` on it, saves the state in checkpoints and
-    loads it on resume; `ExactResume` keeps `batches_trained` current (0 once an epoch's batches are done)."""
-
-    batches_trained = 0
-
-    def state_dict(self) -> dict:
-        return {"seed": self.sampler.seed, "batches_trained": self.batches_trained}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batches_trained = state["batches_trained"]
-        if self.batches_trained:
-            self.sampler.replay(state["seed"], self.batches_trained * self.batch_size)
-
-
-def _rng_states() -> dict:
-    states = _collect_rng_states()
-    name, keys, *rest = states["numpy"]  # an ndarray, which torch.load(weights_only=True) refuses
-    states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), *rest)
-    return states
-
-
-def _set_states(states: dict) -> None:
-    name, keys, *rest = states["numpy"]
-    _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), *rest)})
-
-
-class Interrupted(Exception):
-    """Training stopped on a signal, after saving a resumable checkpoint."""
-
-    def __init__(self, signum: int, epoch: int, step: int, path: str):
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {step}: saved {path}; "
-                         f"continue with --resume last")
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class ExactResume(Callback):
-    def __init__(self, last_checkpoint: str):
-        self.last_checkpoint = last_checkpoint  # where an interrupted run leaves its resumable checkpoint
-        self.signal_received: int | None = None
-        self._pending_rng: dict | None = None
+    """RNG states of every rank and the module's partial epoch metrics (torchmetrics), saved with each checkpoint;
+    restored at once for a checkpoint taken between epochs, or at the first resumed batch for one taken mid-epoch
+    (after the resumed epoch's loader drew its order, as the interrupted run's had)."""
+
+    def __init__(self):
+        self.batches_trained = 0
+        self._module: torch.nn.Module | None = None
+        self._pending: dict | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._module = pl_module
+
+    def _metrics(self) -> dict[str, Metric]:
+        return {name: m for name, m in self._module.named_modules() if isinstance(m, Metric)} if self._module else {}
+
+    def state_dict(self) -> dict:
+        states = [collect_rng_states()]  # Lightning builds a checkpoint on every rank; rank 0 writes it
+        if dist.is_available() and dist.is_initialized():
+            states = [None] * dist.get_world_size()
+            dist.all_gather_object(states, collect_rng_states())
+        metrics = {name: {key: value.clone() for key, value in metric.metric_state.items()}
+                   for name, metric in self._metrics().items()} if self.batches_trained else {}
+        return {"rng_states": states, "mid_epoch": self.batches_trained > 0, "metrics": metrics}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+        if not state["mid_epoch"]:
+            self._restore()
+
+    def _restore(self) -> None:
+        state, self._pending = self._pending, None
+        restore_rng_states(state["rng_states"][_rank()])
+        for name, metric in self._metrics().items():
+            for key, value in state["metrics"].get(name, {}).items():
+                setattr(metric, key, value)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._pending is not None:
+            self._restore()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Before any checkpoint of this batch is saved (Lightning calls checkpoint callbacks last).
+        done = batch_idx + 1
+        self.batches_trained = 0 if done >= trainer.num_training_batches else done
+        trainer.train_dataloader.batches_trained = self.batches_trained
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """last.ckpt every N optimizer steps. A second ModelCheckpoint, because the monitoring one given
+    `every_n_train_steps` would stop its epoch-end saves; and not after an epoch's last batch: the epoch-end
+    checkpoint follows, and Lightning 2.6 resumes a checkpoint taken there into the next epoch without
+    validating this one (weights stay exact, metrics.csv would not)."""
+
+    def __init__(self, monitoring: ModelCheckpoint, every_n_train_steps: int):
+        super().__init__(dirpath=monitoring.dirpath, save_top_k=0, save_last=True,
+                         every_n_train_steps=every_n_train_steps, enable_version_counter=False)
+        self.monitoring = monitoring
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            # Both write one last.ckpt: the monitoring one must take it for its own, not version it last-v1.ckpt.
+            self.monitoring.last_model_path = self.last_model_path or self.monitoring.last_model_path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        pass  # a last.ckpt at the end of training is the monitoring ModelCheckpoint's
+
+
+class KeepLoggedRows(Callback):
+    """Lightning's CSVLogger deletes metrics.csv when fit starts. Read it before (when the Trainer is built); on
+    resume, log again the rows logged before the checkpoint (a row's `step` is below the checkpoint's
+    global step), and drop those the interrupted run logged after it."""
+
+    def __init__(self, metrics_csv: Path):
+        self._rows: list[dict] = []
+        if metrics_csv.is_file():
+            with open(metrics_csv, newline="") as handle:
+                self._rows = list(csv.DictReader(handle))
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._rows = [row for row in self._rows if int(row["step"]) < checkpoint["global_step"]]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        logger = next((logger for logger in trainer.loggers if isinstance(logger, CSVLogger)), None)
+        if trainer.ckpt_path is None or logger is None or not self._rows:
+            return
+        for row in self._rows:
+            logger.log_metrics({key: int(value) if key == "epoch" else float(value)
+                                for key, value in row.items() if value != "" and key != "step"}, step=int(row["step"]))
+        logger.save()
+        self._rows = []
+
+
+class StopOnSignal(Callback):
+    """Ctrl-C and SIGTERM only set a flag; at the next batch boundary every rank stops (the decision is reduced
+    over ranks) after saving last.ckpt. Not after an epoch's last batch: that epoch's end and checkpoints come
+    first, and the run stops one batch into the next epoch, or after fit."""
+
+    def __init__(self, checkpoint: ModelCheckpoint):
+        self.last_checkpoint = str(Path(checkpoint.dirpath) / "last.ckpt")
+        self.received: int | None = None
+        self._stop_after_fit = False
         self._previous_handlers: dict = {}
 
     def on_train_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is threading.main_thread():  # after Lightning's own handlers: replaces them
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous_handlers[signum] = signal.getsignal(signum)
-                signal.signal(signum, lambda signum, frame: setattr(self, "signal_received", signum))
+                signal.signal(signum, lambda signum, frame: setattr(self, "received", signum))
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
 
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.on_train_end(trainer, pl_module)
+    def _signalled(self, trainer) -> bool:
+        return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+
+    def _interrupted(self, trainer) -> Interrupted:
+        return Interrupted(self.received or signal.SIGTERM, trainer.current_epoch, trainer.global_step,
+                           self.last_checkpoint, announce=trainer.is_global_zero)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Runs before any checkpoint of this batch is saved (Lightning calls checkpoint callbacks last).
-        done = batch_idx + 1
-        trainer.train_dataloader.batches_trained = 0 if done >= trainer.num_training_batches else done
-        # A signal stops the run here, at a batch boundary, but not after an epoch's last batch: its end and
-        # its checkpoints come first, and the stop happens one batch into the next epoch (or after fit).
-        if done < trainer.num_training_batches and trainer.strategy.reduce_boolean_decision(
-                self.signal_received is not None, all=False):
+        if batch_idx + 1 < trainer.num_training_batches and self._signalled(trainer):
             trainer.save_checkpoint(self.last_checkpoint)  # on every rank, as Lightning's saves are
-            raise Interrupted(self.signal_received or signal.SIGTERM, trainer.current_epoch, trainer.global_step,
-                              self.last_checkpoint)
+            raise self._interrupted(trainer)
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        states = [_rng_states()]  # Lightning builds a checkpoint on every rank; rank 0 writes it
-        if dist.is_available() and dist.is_initialized():
-            states = [None] * dist.get_world_size()
-            dist.all_gather_object(states, _rng_states())
-        loader = trainer.train_dataloader
-        checkpoint["rng_states"] = states
-        checkpoint["mid_epoch"] = bool(getattr(loader, "batches_trained", 0))
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore_handlers()
+        self._stop_after_fit = self._signalled(trainer)  # after the last batch: last.ckpt is already complete
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if trainer.state.fn != TrainerFn.FITTING or "rng_states" not in checkpoint:
-            return
-        states = checkpoint["rng_states"][trainer.global_rank]
-        if checkpoint["mid_epoch"]:
-            self._pending_rng = states
-        else:
-            _set_states(states)
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self._stop_after_fit:
+            raise self._interrupted(trainer)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._pending_rng is not None:
-            _set_states(self._pending_rng)
-            self._pending_rng = None
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore_handlers()

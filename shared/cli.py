@@ -132,6 +132,22 @@ def build_parser(prog: str, default_output_dir: str) -> argparse.ArgumentParser:
     return parser
 
 
+def precision_for(precision: str, cuda: bool) -> str:
+    """16-mixed (float16 with a GradScaler) is a CUDA feature: on the CPU every trainer runs bf16-mixed instead, as
+    Lightning does, and says so in one line (Lightning's own warning spans several)."""
+    if precision == "16-mixed" and not cuda:
+        print("notice: --precision 16-mixed needs CUDA; using bf16-mixed on the CPU, as Lightning does")
+        return "bf16-mixed"
+    return precision
+
+
+def check_data_parallel(cuda: bool) -> None:
+    """`--strategy dp` (the seed's `accelerator='dp'`) means torch.nn.DataParallel over CUDA GPUs, in every trainer."""
+    if not cuda:
+        raise UserError("--strategy dp: torch.nn.DataParallel replicates the model over CUDA GPUs, and none is in use "
+                        "(use --strategy ddp for several CPU processes)")
+
+
 def parse_args(prog: str, default_output_dir: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser(prog, default_output_dir).parse_args(argv)
     if args.resume is not None and args.overwrite:

@@ -1,7 +1,9 @@
-"""One-line errors for the user, and the wrapper that turns them into an exit status instead of a traceback."""
+"""One-line errors for the user, and the wrapper that turns them (and an interrupted run) into an exit status
+instead of a traceback."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -14,8 +16,19 @@ class DataError(UserError):
     """A data file that cannot be read as SQuAD; the message names the file and, where known, the record."""
 
 
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C or SIGTERM after saving a resumable checkpoint: exit status 128 + the signal."""
+
+    def __init__(self, signum: int, epoch: int, step: int, path: str, announce: bool = True):
+        self.signum = signum
+        self.announce = announce  # False on the DDP ranks other than 0: one message per run
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {step}: saved {path}; "
+                         f"continue with --resume last")
+
+
 def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
-    """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback."""
+    """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback; an
+    interruption prints how to go on and exits 128 + signal number (130 for Ctrl-C, 143 for SIGTERM)."""
 
     def wrapped() -> None:
         try:
@@ -24,6 +37,10 @@ def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
             message = " ".join(str(error).split())  # one line, whatever the message held
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+        except Interrupted as stop:
+            if stop.announce:
+                print(stop, flush=True)
+            sys.exit(128 + stop.signum)
 
     wrapped.__name__ = getattr(main, "__name__", "main")
     wrapped.__doc__ = main.__doc__
@@ -35,3 +52,9 @@ def out_of_memory_error(batch_size: int) -> UserError:
     smaller = max(1, batch_size // 2)
     return UserError(f"out of memory while training at --batch-size {batch_size}: let --auto-batch-size power find "
                      f"a size that fits, or give a smaller --batch-size (e.g. {smaller})")
+
+
+def no_training_batches_error(limit: float, num_batches: int) -> UserError:
+    """`--limit-train-batches` as a fraction so small that an epoch would train no batch at all."""
+    return UserError(f"--limit-train-batches {limit}: {limit} of {num_batches} training batches is less than one "
+                     f"batch; give a fraction of at least {1 / num_batches:.4g}, or a number of batches")

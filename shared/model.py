@@ -30,7 +30,9 @@ def build_model(tokenizer, size: str = "small", pretrained: str | None = None,
             raise UserError(f"--model {pretrained}: cannot load a seq2seq model ({str(error).splitlines()[0]})") from None
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
-        return model
+        # from_pretrained returns the model in eval mode; training starts with dropout on, as for a new model.
+        # (Lightning keeps each submodule in the mode it finds it in, so it would otherwise train without.)
+        return model.train()
     config = BartConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=max_positions,

@@ -8,34 +8,41 @@ import json
 from bench import count_lines, report
 
 
-def test_every_trainer_file_is_counted_and_markers_name_known_features():
-    count_lines.check_every_file_is_mapped()  # raises SystemExit naming an unmapped file
+def test_every_trainer_file_is_counted_under_a_known_feature():
+    count_lines.check_every_file_is_mapped()  # raises SystemExit naming an unmapped file or an unknown feature
     table = count_lines.count()
     assert set(table) == set(count_lines.FEATURES) | {"total"}
-    for side in ("vanilla", "lightning"):
+    for side in count_lines.SIDES:
         assert table["total"][side] == sum(row[side] for name, row in table.items() if name != "total") > 0
-    # the exact-resume code Lightning needed is counted on its side
-    assert table["checkpointing + resume"]["lightning"] >= len(
-        [n for n in count_lines.count_file("lightning/exact_resume.py")])
+    # the exact-resume code Lightning needed is counted on its side, and the shared helpers on both
+    exact_resume = len(count_lines.count_file("lightning/exact_resume.py"))
+    shared = sum(len(count_lines.count_file(path)) for path in count_lines.SHARED)
+    assert table["checkpointing + resume"]["lightning"] >= exact_resume + shared > exact_resume
 
 
-def test_counts_code_lines_but_not_comments_docstrings_or_blanks(tmp_path, monkeypatch):
-    source = '"""Module docstring\nspanning lines."""\n\n# a comment\nx = 1  # trailing\n\n' \
-             'def f():\n    """Doc."""\n    # feature: logging\n    return (x +\n            1)\n'
+def test_attribution_by_file_definition_call_attribute_and_trainer_flag(tmp_path, monkeypatch):
+    source = ('"""Module docstring\nspanning lines."""\n\n# a comment\nx = 1  # trailing\n\n'
+              'def search():\n    """Doc."""\n    return (x +\n            1)\n\n'
+              'def main():\n    trainer = Trainer(max_epochs=3,\n                      precision="bf16-mixed")\n'
+              '    EarlyStopping(patience=2)\n    return trainer.stop_reason\n')
     (tmp_path / "vanilla").mkdir()
     (tmp_path / "vanilla" / "demo.py").write_text(source)
     monkeypatch.setattr(count_lines, "REPO", tmp_path)
-    monkeypatch.setitem(count_lines.FILE_FEATURE, "vanilla/demo.py", "loop")
-    lines = count_lines.count_file("vanilla/demo.py")
-    assert [(n, feature) for n, feature, _ in lines] == [(5, "loop"), (7, "loop"), (10, "logging"), (11, "logging")]
+    monkeypatch.setitem(count_lines.FILES, "vanilla/demo.py", ("wiring", {
+        "search": "batch-size search", "EarlyStopping()": "early stopping", ".stop_reason": "early stopping",
+        "Trainer(max_epochs=)": "loop", "Trainer(precision=)": "precision"}))
+    lines = {n: feature for n, feature, _ in count_lines.count_file("vanilla/demo.py")}
+    assert lines == {5: "wiring", 7: "batch-size search", 9: "batch-size search", 10: "batch-size search",
+                     12: "wiring", 13: "loop", 14: "precision", 15: "early stopping", 16: "early stopping"}
 
 
-def test_report_puts_ratios_first_and_shows_the_line_counts(tmp_path):
+def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
     variants = {name: {"ms_per_step": ms, "ratio_to_bare_loop": ms / 80, "ratio_to_vanilla": ms / 81,
                        "steps_timed": 100, "rounds": 4, "samples_per_s": 32000 / ms, "target_tokens_per_s": 1e5 / ms,
                        **({"validation_samples_per_s": 900.0} if "bare" not in name else {})}
                 for name, ms in zip(report.VARIANTS, (80.0, 81.0, 83.0, 84.0))}
     document = {"datetime": "2026-11-28T00:00:00", "machine_summary": "test machine",
+                "commit_info": {"id": "0123456789abcdef", "dirty": False},
                 "machine_info": {"python_version": "3.11"},
                 "benchmarks": [{"name": "test_per_step[small]", "stats": {"median": 1.0},
                                 "extra_info": {"model_size": "small", "variants": variants}},
@@ -52,4 +59,6 @@ def test_report_puts_ratios_first_and_shows_the_line_counts(tmp_path):
     assert "vanilla vs bare loop +1.2% (target within 3%: met)" in text
     assert "lightning (as configured) vs vanilla +3.7% (target within 5%: met)" in text
     assert "| start-up to first optimizer step | 5.000 s | 6.000 s | 1.200x |" in text
-    assert "| **total** |" in text
+    assert "at commit 0123456789 on test machine" in text
+    assert ("Lightning as configured / hand-written trainer, per step, default model", "1.037x (+3.00 ms per step)") \
+        in report.headline_ratios(document)

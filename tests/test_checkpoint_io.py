@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from vanilla import checkpoint_io
-from vanilla.checkpoint_io import CheckpointError, atomic_save, load_checkpoint
+from shared.checkpoint_file import CheckpointError
+from shared.checkpoint_file import read_checkpoint as load_checkpoint
+from vanilla.checkpoint_io import atomic_save
 
 
 def test_round_trip_with_weights_only(tmp_path):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from vanilla.checkpoint_io import load_checkpoint
+from shared.checkpoint_file import read_checkpoint as load_checkpoint
 from tests.conftest import REPO, tiny_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]

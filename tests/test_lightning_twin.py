@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
 DDP_ENV = dict(ENV, OMP_NUM_THREADS="1")  # two ranks on two cores
 lightning_train = load_lightning_train()
+exact_resume = sys.modules["exact_resume"]  # lightning/exact_resume.py, as lightning/train.py imported it
 
 
 def run(tiny_data, out, *extra):
@@ -77,12 +78,13 @@ def test_resume_after_a_kill_is_exact(tiny_data, tmp_path, stop_at, every_n):
                         *tiny_args(tiny_data, resumed, *extra))
     assert killed.returncode == 3, killed.stderr[-2000:]
     last = load(resumed / "checkpoints" / "last.ckpt")
+    state = last["callbacks"]["ExactResume"]
     if every_n == "5":
-        assert (last["global_step"], last["epoch"], last["mid_epoch"]) == (15, 1, True)
+        assert (last["global_step"], last["epoch"], state["mid_epoch"]) == (15, 1, True)
         assert last["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches_trained"] == 2
     else:
-        assert (last["global_step"], last["epoch"], last["mid_epoch"]) == (13, 0, False)
-    assert len(last["rng_states"]) == 1
+        assert (last["global_step"], last["epoch"], state["mid_epoch"]) == (13, 0, False)
+    assert len(state["rng_states"]) == 1
     run(tiny_data, resumed, *extra, "--resume", "last")
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == \
         sorted(p.name for p in (resumed / "checkpoints").iterdir())
@@ -100,7 +102,7 @@ def test_plain_lightning_resume_is_not_exact(tiny_data, tmp_path, monkeypatch):
     run(tiny_data, straight, *extra)
     killed = run_script("tests/helpers/interrupted_train.py", "lightning", "17", *tiny_args(tiny_data, resumed, *extra))
     assert killed.returncode == 3
-    monkeypatch.setattr(lightning_train.ExactResume, "on_load_checkpoint", lambda *args: None)
+    monkeypatch.setattr(exact_resume.ExactResume, "load_state_dict", lambda *args: None)
     monkeypatch.setattr(lightning_train.ResumableDataLoader, "load_state_dict", lambda *args: None)
     run(tiny_data, resumed, *extra, "--resume", "last")
     x = load(straight / "checkpoints" / "last.ckpt")["state_dict"]
@@ -108,16 +110,15 @@ def test_plain_lightning_resume_is_not_exact(tiny_data, tmp_path, monkeypatch):
     assert not all(torch.equal(x[k], y[k]) for k in x if k.startswith("model."))
 
 
-def test_dp_maps_to_ddp_with_a_notice_and_needs_a_gpu(monkeypatch, capsys):
-    assert lightning_train.resolve_strategy("auto", "auto") == "auto"
+def test_dp_maps_to_ddp_with_a_notice_and_needs_a_gpu(capsys):
+    from run_guard import RunGuard
+
+    assert RunGuard._strategy("auto", cuda=False) == "auto"
     with pytest.raises(UserError, match="--strategy dp: .* CUDA GPUs"):
-        lightning_train.resolve_strategy("dp", "auto")  # this machine has no GPU
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert lightning_train.resolve_strategy("dp", "gpu") == "ddp"
+        RunGuard._strategy("dp", cuda=False)  # no GPU in use
+    assert RunGuard._strategy("dp", cuda=True) == "ddp"
     notice = capsys.readouterr().out.strip().splitlines()
     assert len(notice) == 1 and "removed in 2.0" in notice[0] and "strategy='ddp'" in notice[0]
-    with pytest.raises(UserError):
-        lightning_train.resolve_strategy("dp", "cpu")
 
 
 def test_dp_on_the_command_line_is_one_line(tiny_data, tmp_path):
@@ -179,7 +180,7 @@ def test_tuner_batch_size_search_under_a_simulated_oom(tiny_data, tmp_path, monk
 
 
 def test_tuner_refuses_ddp_in_one_line(tiny_data, tmp_path):
-    with pytest.raises(UserError, match="does not support distributed"):
+    with pytest.raises(UserError, match="--auto-batch-size: .* not supported with distributed strategies"):
         run(tiny_data, tmp_path / "run", "--auto-batch-size", "power", "--strategy", "ddp", "--devices", "2",
             "--accelerator", "cpu")
 

@@ -233,7 +233,7 @@ def test_ddp_on_two_cpu_processes_gives_equal_weights(tiny_data, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
     v, pl = tmp_path / "vanilla", tmp_path / "lightning"
     last = load(pl / "checkpoints" / "last.ckpt")
-    assert last["global_step"] == 14 and len(last["rng_states"]) == 2  # 101 examples per rank: 7 batches
+    assert last["global_step"] == 14 and len(last["callbacks"]["ExactResume"]["rng_states"]) == 2  # 101 examples per rank: 7 batches
     assert len(list((pl / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 alone writes files
     same = weights_equal(v / "checkpoints" / "last.ckpt", pl / "checkpoints" / "last.ckpt")
     record_parity("DDP, 2 CPU processes: final weights", fingerprint(v / "checkpoints" / "last.ckpt"),
@@ -252,9 +252,9 @@ def test_each_trainer_tests_the_others_checkpoint(trained_pair, tiny_data, tmp_p
 
     from shared.cli import parse_args
     from shared.pipeline import make_model, prepare_data
-    from shared.test_report import write_test_report
+    from shared.predictions import write_test_report
     from vanilla.precision import Precision
-    from vanilla.test_loop import run_test
+    from vanilla.evaluation_loop import run_test
 
     v, pl = trained_pair["vanilla"], trained_pair["lightning"]
     args = parse_args("parity", "unused", tiny_args(tiny_data, tmp_path / "unused"))
@@ -270,7 +270,7 @@ def test_each_trainer_tests_the_others_checkpoint(trained_pair, tiny_data, tmp_p
     module = lightning_train.QGModule(make_model(args, data.tokenizer), data.tokenizer, dict(vars(args)))
     tester = pl_.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)
-    tester.test(module, datamodule=lightning_train.QGDataModule(data, args.batch_size, 0, args.seed),
+    tester.test(module, datamodule=lightning_train.QGDataModule(data, args.batch_size, 0),
                 ckpt_path=best["vanilla"], weights_only=True, verbose=False)
     by_lightning = tmp_path / "lightning-tests-vanilla"
     by_lightning.mkdir()

@@ -11,7 +11,7 @@ import yaml
 
 from shared.squad import read_squad
 from vanilla import train as vanilla_train
-from vanilla.checkpoint_io import load_checkpoint
+from shared.checkpoint_file import read_checkpoint as load_checkpoint
 from vanilla.fit_loop import FitLoop
 from tests.conftest import tiny_args
 
@@ -108,14 +108,16 @@ class Interrupted(Exception):
 
 
 def interrupt_after_step(monkeypatch, step):
-    original = FitLoop.optimizer_step
+    original = FitLoop.training_step
 
-    def optimizer_step(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        if self.position.global_step == step:
+    def training_step(self, *args, **kwargs):
+        before = self.position.global_step
+        loss = original(self, *args, **kwargs)
+        if before < step == self.position.global_step:
             raise Interrupted(f"simulated crash after step {step}")
+        return loss
 
-    monkeypatch.setattr(FitLoop, "optimizer_step", optimizer_step)
+    monkeypatch.setattr(FitLoop, "training_step", training_step)
 
 
 @pytest.mark.parametrize("stop_at, every_n", [(17, "5"), (14, "0")], ids=["mid-epoch", "end-of-epoch"])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from shared.cli import check_data_parallel
 from shared.errors import UserError
 
 
@@ -33,9 +34,7 @@ def resolve_hardware(accelerator: str, devices: int, strategy: str) -> Hardware:
     if accelerator == "gpu" and count > gpus:
         raise UserError(f"--devices {devices}: only {gpus} CUDA GPU(s) are visible")
     if strategy == "dp":
-        if accelerator != "gpu":
-            raise UserError("--strategy dp: torch.nn.DataParallel replicates the model over CUDA GPUs, and none "
-                            "is in use (use --strategy ddp for several CPU processes)")
+        check_data_parallel(cuda=accelerator == "gpu")
         return Hardware("gpu", "dp", count)
     if strategy == "ddp" or count > 1:  # Lightning's "auto" picks DDP for more than one device
         return Hardware(accelerator, "ddp", count)

@@ -24,8 +24,10 @@ from typing import Callable
 
 import torch
 
+from torch.utils.data import DataLoader
+
 from shared.errors import UserError
-from vanilla.fit_loop import LoopPosition
+from vanilla.optimization import Optimization
 from vanilla.seed import isolate_rng
 
 
@@ -170,34 +172,28 @@ def _binsearch(trial: Callable[[], None], sizes: _Sizes, new_size: int, max_tria
     return new_size
 
 
-def search_with_loop(loop, make_loader: Callable[[int], object], current_batch_size: int, dataset_length: int,
-                     mode: str, steps_per_trial: int = 3) -> SearchResult:
-    """Run the search with real training steps of `loop`, then put back model, optimizer, scheduler, scaler,
-    loop position and every RNG state as they were before it (Lightning restores weights from a temporary
-    checkpoint but not the RNG; this trainer restores both, so the search leaves no trace on the run)."""
-    saved_model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
-    saved_optimizer = copy.deepcopy(loop.optimizer.state_dict())
-    saved_scheduler = copy.deepcopy(loop.scheduler.state_dict())
-    saved_precision = copy.deepcopy(loop.precision.state_dict())
-    saved_position, saved_every_n = loop.position, loop.checkpoint_every_n_steps
+def search_with_optimization(optimization: Optimization, make_loader: Callable[[int], DataLoader],
+                             current_batch_size: int, dataset_length: int, mode: str,
+                             steps_per_trial: int = 3) -> SearchResult:
+    """Run the search with real training steps, then put back model, optimizer, scheduler, scaler and every RNG
+    state as they were before it (Lightning restores the weights from a temporary checkpoint but not the RNG;
+    this trainer restores both, so the search leaves no trace on the run)."""
+    saved = {name: copy.deepcopy(getattr(optimization, name).state_dict())
+             for name in ("model", "optimizer", "scheduler", "precision")}
 
     def run_trial(batch_size: int) -> None:
-        loader = make_loader(batch_size)
-        loop.position, loop.checkpoint_every_n_steps = LoopPosition(), 0
-        loop.model.train()
-        while loop.position.global_step < steps_per_trial:
+        loader, steps = make_loader(batch_size), 0
+        optimization.model.train()
+        while steps < steps_per_trial:
             for batch_idx, batch in enumerate(loader):
-                loop.training_step(batch, batch_idx, len(loader))
-                if loop.position.global_step >= steps_per_trial:
+                steps += optimization.training_step(batch, batch_idx, len(loader))[1]
+                if steps >= steps_per_trial:
                     break
 
     with isolate_rng():
         try:
             return scale_batch_size(run_trial, current_batch_size, dataset_length, mode=mode)
         finally:
-            loop.model.load_state_dict(saved_model)
-            loop.optimizer.load_state_dict(saved_optimizer)
-            loop.optimizer.zero_grad(set_to_none=True)
-            loop.scheduler.load_state_dict(saved_scheduler)
-            loop.precision.load_state_dict(saved_precision)
-            loop.position, loop.checkpoint_every_n_steps = saved_position, saved_every_n
+            for name, state in saved.items():
+                getattr(optimization, name).load_state_dict(state)
+            optimization.optimizer.zero_grad(set_to_none=True)

@@ -1,8 +1,8 @@
-"""Checkpoint files: atomic writes and safe loads (Lightning: `TorchCheckpointIO` and `_atomic_save`).
+"""Writing checkpoint files atomically (Lightning: `TorchCheckpointIO` and `_atomic_save`).
 
 A checkpoint is written to a temporary file in the same directory, flushed to disk, then renamed over the
-target: a crash or a full disk mid-write leaves the previous file as it was, never a truncated one. Loading uses
-`weights_only=True`, so a checkpoint cannot run code when it is read.
+target: a crash or a full disk mid-write leaves the previous file as it was, never a truncated one. Reading is
+`shared.checkpoint_file.read_checkpoint` (`weights_only=True`: a checkpoint cannot run code when it is read).
 """
 
 from __future__ import annotations
@@ -13,11 +13,7 @@ from pathlib import Path
 
 import torch
 
-from shared.errors import UserError
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be written or read; the message names the file."""
+from shared.checkpoint_file import CheckpointError
 
 
 def atomic_save(checkpoint: dict, path: str | Path) -> None:
@@ -43,17 +39,3 @@ def atomic_save(checkpoint: dict, path: str | Path) -> None:
             os.close(fd)
     except OSError:
         pass
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 -- torch.load fails in many ways on a bad file (even KeyError)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line[:200]})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path}: not a checkpoint of this project (no 'state_dict')")
-    return checkpoint

@@ -8,28 +8,29 @@ gathered; their mean weights the replicas equally, as DataParallel users did.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
-from shared.model import seq2seq_loss
-
 
 class _ReplicaLoss(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, loss: Callable[[nn.Module, dict], torch.Tensor]):
         super().__init__()
         self.model = model
+        self.loss = loss
 
     def forward(self, input_ids, attention_mask, labels) -> torch.Tensor:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        return seq2seq_loss(self.model, batch).unsqueeze(0)  # 1-d so DataParallel can concatenate
+        return self.loss(self.model, batch).unsqueeze(0)  # 1-d so DataParallel can concatenate
 
 
 class DataParallelLoss(nn.Module):
     """Callable as `loss = module(batch)`; the wrapped model's parameters stay the single source of truth."""
 
-    def __init__(self, model: nn.Module, device_ids: list[int]):
+    def __init__(self, model: nn.Module, device_ids: list[int], loss: Callable[[nn.Module, dict], torch.Tensor]):
         super().__init__()
-        self.parallel = nn.DataParallel(_ReplicaLoss(model), device_ids=device_ids)
+        self.parallel = nn.DataParallel(_ReplicaLoss(model, loss), device_ids=device_ids)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.parallel(batch["input_ids"], batch["attention_mask"], batch["labels"]).mean()

@@ -19,10 +19,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+
+from shared.errors import Interrupted
+
+T = TypeVar("T")
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -73,6 +77,35 @@ def wait_for(children: list[subprocess.Popen], failed: bool) -> int:
     return status
 
 
+def run_ranks(script: str, argv: list[str], world_size: int, fit: Callable[[], T]) -> T:
+    """Run `fit` in this process and in the other ranks (started here as copies of the command, or by torchrun),
+    then leave together: wait for the other ranks (stopping them if this one failed) and end the process group."""
+    children = [] if launched_by_torchrun() else launch_local_ranks(script, argv, world_size)
+    try:
+        result = fit()
+    except BaseException as error:
+        wait_for(children, failed=not isinstance(error, Interrupted))
+        destroy_process_group()
+        if isinstance(error, Interrupted) and int(os.environ["RANK"]) > 0:
+            _exit_now(128 + error.signum)
+        raise
+    status = wait_for(children, failed=False)
+    destroy_process_group()
+    if int(os.environ["RANK"]) > 0:
+        _exit_now(0)
+    if status:
+        raise SystemExit(f"error: another DDP rank exited with status {status}")
+    return result
+
+
+def _exit_now(code: int) -> None:
+    """The other ranks' work is done and their process group is gone. Their interpreter teardown aborted in C++
+    ("terminate called without an active exception") in about one run in twenty here, so skip it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def init_process_group(device_type: str) -> ProcessInfo:
     info = ProcessInfo(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
     if device_type == "cuda":
@@ -115,19 +148,3 @@ def gather_objects(obj) -> list:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-class ResumableDistributedSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch part-way through, for exact mid-epoch resume."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._skip = 0
-
-    def skip_next_epoch_start(self, samples: int) -> None:
-        self._skip = samples
-
-    def __iter__(self):
-        indices = list(super().__iter__())
-        skip, self._skip = self._skip, 0
-        return iter(indices[skip:])

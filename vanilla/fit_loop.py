@@ -7,52 +7,50 @@ the two trainers end with identical weights on the CPU:
 - the sanity check (two validation batches before the first epoch) runs inside `isolate_rng`;
 - training under `model.train()`, validation under `model.eval()` and `torch.inference_mode()`;
 - epoch values are batch-size-weighted means, accumulated in float32 (`sum(loss * batch_size) / sum(batch_size)`);
-- an optimizer step every `accumulate_grad_batches` batches and at the end of the epoch: loss divided by the
-  accumulation count, gradients unscaled (16-mixed), clipped by norm, step, zero with `set_to_none=True`, then the
-  LR scheduler steps (interval "step");
+- an optimizer step every `accumulate_grad_batches` batches and at the end of the epoch (`optimization.py`);
 - after validation: log, early stopping, then checkpoints (Lightning runs checkpoint callbacks last).
-Mid-epoch checkpoints carry the shuffle seed, the batch position, the partial epoch sums and every RNG state,
-so a resumed run continues the same sequence of batches and random numbers. Ctrl-C or SIGTERM during training
-ends the run at the next batch boundary with such a checkpoint (last.ckpt), so that --resume last continues it.
+Where the loop stands is its `state_dict` (saved in every checkpoint): a resumed run continues the same batches
+and random numbers. Ctrl-C or SIGTERM during training ends the run at the next batch boundary with such a
+checkpoint (last.ckpt), so that --resume last continues it.
 """
 
 from __future__ import annotations
 
 import signal
-import threading
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
+from shared.errors import Interrupted, no_training_batches_error
+from shared.resumable_loader import ResumableDataLoader
+from shared.rng_state import restore_rng_states
 from vanilla import ddp
 from vanilla.early_stopping import EarlyStopping
 from vanilla.model_checkpoint import ModelCheckpoint
-from vanilla.precision import Precision
+from vanilla.optimization import Optimization
 from vanilla.progress_bar import ProgressBar
-from vanilla.seed import isolate_rng, restore_rng_states
-
-LossFn = Callable[[dict], torch.Tensor]
-# feature: checkpointing + resume
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from vanilla.seed import isolate_rng
+from vanilla.signal_connector import SignalConnector
 
 
-class Interrupted(Exception):
-    """Training stopped on a signal, after saving a resumable checkpoint."""
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the command line says about the loop (Lightning: the Trainer's flags of the same names)."""
 
-    def __init__(self, signum: int, epoch: int, step: int, path: str):
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {step}: saved {path}; "
-                         f"continue with --resume last")
+    max_epochs: int
+    limit_train_batches: float | int = 1.0
+    checkpoint_every_n_steps: int = 0
+
+    @classmethod
+    def from_args(cls, args) -> LoopConfig:
+        return cls(args.max_epochs, args.limit_train_batches, args.checkpoint_every_n_steps)
 
 
-# feature: loop
 @dataclass
 class LoopPosition:
-    """Where training stands; saved in every checkpoint under "loops"."""
+    """Where training stands."""
 
     epoch: int = 0
     global_step: int = 0
@@ -64,49 +62,48 @@ class LoopPosition:
     logged_rows: int = 0  # rows in metrics.csv; a resumed run drops any written after its checkpoint
 
 
+@dataclass
 class FitLoop:
-    def __init__(self, *, model: torch.nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-                 scheduler, precision: Precision, device: torch.device, train_loader: DataLoader,
-                 val_loader: DataLoader, early_stopping: EarlyStopping, checkpoint: ModelCheckpoint,
-                 save_checkpoint: Callable[[Path], None], loggers: list, progress: ProgressBar,
-                 max_epochs: int, limit_train_batches: float | int, accumulate_grad_batches: int,
-                 gradient_clip_val: float, checkpoint_every_n_steps: int, is_global_zero: bool,
-                 no_sync: Callable | None = None, say: Callable[[str], None] = print):
-        self.model = model
-        self.loss_fn = loss_fn
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.precision = precision
-        self.device = device
-        self.train_loader = train_loader
-        self.val_loader = val_loader
-        self.early_stopping = early_stopping
-        self.checkpoint = checkpoint
-        self.save_checkpoint = save_checkpoint
-        self.loggers = loggers
-        self.progress = progress
-        self.max_epochs = max_epochs
-        self.limit_train_batches = limit_train_batches
-        self.accumulate_grad_batches = accumulate_grad_batches
-        self.gradient_clip_val = gradient_clip_val
-        self.checkpoint_every_n_steps = checkpoint_every_n_steps
-        self.is_global_zero = is_global_zero
-        self.no_sync = no_sync
-        self.say = say
-        self.position = LoopPosition()
-        self.stop_reason: str | None = None
-        self.pending_rng_states: dict | None = None  # set on resume; applied once the resumed epoch's iterator exists
-        self.signal_received: int | None = None
+    config: LoopConfig
+    optimization: Optimization
+    train_loader: ResumableDataLoader
+    val_loader: DataLoader
+    early_stopping: EarlyStopping
+    checkpoint: ModelCheckpoint
+    save_checkpoint: Callable[[FitLoop, str], None]  # builds this loop's checkpoint (on every rank) and writes it
+    loggers: list = field(default_factory=list)
+    progress: ProgressBar = field(default_factory=lambda: ProgressBar(enabled=False))
+    say: Callable[[str], None] = print
+    position: LoopPosition = field(default_factory=LoopPosition)
+    stop_reason: str | None = None
+    signals: SignalConnector = field(default_factory=SignalConnector)
+    _pending_rng: dict | None = None  # a resumed run's RNG, applied once the resumed epoch's iterator exists
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {**asdict(self.position), "train_loader": self.train_loader.state_dict(),
+                "batch_size": self.train_loader.batch_size}
+
+    def load_state_dict(self, state: dict, rng_states: dict) -> None:
+        self.position = LoopPosition(**{name: state[name] for name in LoopPosition.__dataclass_fields__})
+        self.train_loader.load_state_dict(state["train_loader"])
+        self.stop_reason = self.early_stopping.stopping_reason_message if self.position.should_stop else None
+        self._pending_rng = rng_states
+
+    def _restore_pending_rng(self) -> None:
+        if self._pending_rng is not None:
+            restore_rng_states(self._pending_rng)
+            self._pending_rng = None
 
     # ---------------------------------------------------------------- fit
     def run(self, sanity_check: bool = True) -> None:
-        with self._catching_stop_signals():
+        with self.signals.catching_stop_signals():
             if sanity_check:
                 self.sanity_check()
             pos = self.position
             while not pos.should_stop:
                 if pos.epoch_finished:  # move on; also where a run resumed from an end-of-epoch checkpoint starts
-                    if pos.epoch + 1 >= self.max_epochs:
+                    if pos.epoch + 1 >= self.config.max_epochs:
                         break
                     pos.epoch, pos.batches_done, pos.epoch_finished = pos.epoch + 1, 0, False
                     self._restore_pending_rng()
@@ -114,104 +111,84 @@ class FitLoop:
                 self.on_epoch_end(self.validate())
             self._stop_if_signalled(save=False)  # a signal after the last batch: last.ckpt is already complete
 
-    # feature: checkpointing + resume
-    @contextmanager
-    def _catching_stop_signals(self):
-        """Ctrl-C and SIGTERM only set a flag; training stops at the next batch boundary (`_stop_if_signalled`)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, lambda signum, frame: setattr(self, "signal_received", signum))
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.optimization.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.optimization.strategy.device
 
     def _stop_if_signalled(self, save: bool = True) -> None:
-        if not ddp.reduce_any(self.signal_received is not None, self.device):  # every rank stops at one batch
+        received = self.signals.received
+        if not ddp.reduce_any(received is not None, self.device):  # every rank stops at one batch
             return
         if save:
-            self.checkpoint.save_last_checkpoint(self.save_checkpoint)
+            self.save_last()
         pos = self.position
-        raise Interrupted(self.signal_received or signal.SIGTERM, pos.epoch, pos.global_step,
-                          self.checkpoint.last_model_path)
+        raise Interrupted(received or signal.SIGTERM, pos.epoch, pos.global_step, self.checkpoint.last_model_path,
+                          announce=self.optimization.strategy.is_global_zero)
 
-    # feature: loop
+    def save_last(self) -> None:
+        self.checkpoint.save_last_checkpoint(lambda path: self.save_checkpoint(self, path))
+
     def num_train_batches(self) -> int:
+        """Lightning's `limit_train_batches`: a whole number is a count of batches, a fraction a share."""
         total = len(self.train_loader)
-        limit = self.limit_train_batches
+        limit = self.config.limit_train_batches
         if isinstance(limit, int):
             return min(total, limit)
-        return total if limit == 1.0 else int(total * limit)
+        batches = total if limit == 1.0 else int(total * limit)
+        if batches == 0:
+            raise no_training_batches_error(limit, total)
+        return batches
 
     # ---------------------------------------------------------------- train
     def train_epoch(self) -> None:
         pos = self.position
-        sampler = self.train_loader.sampler
-        if isinstance(sampler, ddp.ResumableDistributedSampler):
-            sampler.set_epoch(pos.epoch)
+        num_batches = self.num_train_batches()
+        if isinstance(self.train_loader.sampler, DistributedSampler):
+            self.train_loader.sampler.set_epoch(pos.epoch)
         if pos.batches_done == 0:
             pos.train_loss_sum, pos.train_samples = torch.tensor(0.0), 0
         self.model.train()
-        num_batches = self.num_train_batches()
-        batches = iter(self.train_loader)
+        batches = iter(self.train_loader)  # resumed mid-epoch: the same order, trained batches skipped
         self._restore_pending_rng()  # after the iterator drew its seeds, as the interrupted run had done
         self.progress.start_epoch(pos.epoch, num_batches, done=pos.batches_done)
         for batch_idx in range(pos.batches_done, num_batches):
-            batch = next(batches)
-            self.progress.advance(self.training_step(batch, batch_idx, num_batches))
+            self.progress.advance(self.training_step(next(batches), batch_idx, num_batches))
             if batch_idx + 1 < num_batches:  # after the last batch, the epoch's end (and its checkpoint) comes first
                 self._stop_if_signalled()
 
     def training_step(self, batch: dict, batch_idx: int, num_batches: int) -> float:
         pos = self.position
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        loss, stepped = self.optimization.training_step(batch, batch_idx, num_batches)
         batch_size = batch["input_ids"].size(0)
-        steps_now = (batch_idx + 1) % self.accumulate_grad_batches == 0 or batch_idx + 1 == num_batches
-        # Under DDP, batches that only accumulate skip the gradient all-reduce (Lightning's block_backward_sync).
-        with self.no_sync() if (self.no_sync is not None and not steps_now) else nullcontext():
-            with self.precision.forward_context():
-                loss = self.loss_fn(batch)
-            self.precision.backward(loss / self.accumulate_grad_batches)
-        detached = loss.detach().float().cpu()
-        pos.train_loss_sum = pos.train_loss_sum + detached * batch_size
+        pos.train_loss_sum = pos.train_loss_sum + loss.float().cpu() * batch_size
         pos.train_samples += batch_size
-        pos.batches_done = batch_idx + 1  # before the step: a mid-epoch checkpoint must count this batch
-        if steps_now:
-            self.optimizer_step(epoch_ends=batch_idx + 1 == num_batches)
-        return detached.item()
-
-    def optimizer_step(self, epoch_ends: bool = False) -> None:
-        pos = self.position
-        self.precision.unscale_gradients(self.optimizer)
-        if self.gradient_clip_val > 0:
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
-        self.precision.optimizer_step(self.optimizer)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        pos.global_step += 1
-        n = self.checkpoint_every_n_steps
-        # Not after an epoch's last batch: the epoch-end checkpoint follows (and both trainers resume a
-        # checkpoint taken there differently: Lightning would skip that epoch's validation).
-        if n and pos.global_step % n == 0 and not epoch_ends:
-            self.checkpoint.save_last_checkpoint(self.save_checkpoint)
+        pos.batches_done = self.train_loader.batches_trained = batch_idx + 1
+        if stepped:
+            pos.global_step += 1
+            n = self.config.checkpoint_every_n_steps
+            # Not after an epoch's last batch: the epoch-end checkpoint follows (and both trainers resume a
+            # checkpoint taken there differently: Lightning would skip that epoch's validation).
+            if n and pos.global_step % n == 0 and batch_idx + 1 < num_batches:
+                self.save_last()
+        return loss.item()
 
     # ---------------------------------------------------------------- validate
     @torch.inference_mode()
     def validate(self, max_batches: int | None = None) -> torch.Tensor:
         """Batch-size-weighted mean dev loss over the dev set (over all ranks under DDP)."""
         self.model.eval()
-        total, samples = torch.tensor(0.0, device=self.device), torch.tensor(0, device=self.device)
+        device = self.device
+        total, samples = torch.tensor(0.0, device=device), torch.tensor(0, device=device)
         for batch_idx, batch in enumerate(self.val_loader):
             if max_batches is not None and batch_idx >= max_batches:
                 break
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with self.precision.forward_context():
-                loss = self.loss_fn(batch)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with self.optimization.precision.forward_context():
+                loss = self.optimization.strategy.loss_fn(batch)
             total = total + loss.float() * batch["input_ids"].size(0)
             samples = samples + batch["input_ids"].size(0)
         self.model.train()
@@ -226,6 +203,7 @@ class FitLoop:
     def on_epoch_end(self, dev_loss: torch.Tensor) -> None:
         pos = self.position
         train_loss = pos.train_loss_sum / pos.train_samples
+        self.train_loader.batches_trained = 0
         # Lightning logs epoch-end values at the index of the epoch's last optimizer step (global_step - 1).
         for row in ({"dev_loss": dev_loss.item(), "epoch": pos.epoch},
                     {"train_loss": train_loss.item(), "epoch": pos.epoch}):
@@ -241,9 +219,4 @@ class FitLoop:
         pos.epoch_finished = True
         self.say(f"epoch {pos.epoch}: train_loss={train_loss.item():.4f} dev_loss={dev_loss.item():.4f} "
                  f"step={pos.global_step} | {message}")
-        self.checkpoint.on_validation_epoch_end(pos.epoch, dev_loss, self.save_checkpoint)
-
-    def _restore_pending_rng(self) -> None:
-        if self.pending_rng_states is not None:
-            restore_rng_states(self.pending_rng_states)
-            self.pending_rng_states = None
+        self.checkpoint.on_validation_epoch_end(pos.epoch, dev_loss, lambda path: self.save_checkpoint(self, path))

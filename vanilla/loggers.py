@@ -75,3 +75,14 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def open_loggers(output_dir: str | Path, hparams: dict, logged_rows: int | None = None) -> list:
+    """metrics.csv (on resume: its first `logged_rows` rows kept, those logged after the checkpoint dropped),
+    TensorBoard, and hparams.yaml beside each (Lightning's TensorBoardLogger keeps a copy in its folder too)."""
+    csv_logger, tensorboard = CSVLogger(output_dir), TensorBoardLogger(output_dir)
+    if logged_rows is not None:
+        csv_logger.truncate(logged_rows)
+    save_hparams(output_dir, hparams)
+    save_hparams(Path(output_dir) / "tensorboard", hparams)
+    return [csv_logger, tensorboard]

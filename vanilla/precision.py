@@ -13,14 +13,14 @@ from contextlib import nullcontext
 
 import torch
 
+from shared.cli import precision_for
+
 DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 class Precision:
     def __init__(self, precision: str, device_type: str):
-        if precision == "16-mixed" and device_type == "cpu":
-            print("notice: --precision 16-mixed needs CUDA; using bf16-mixed on the CPU, as Lightning does")
-            precision = "bf16-mixed"
+        precision = precision_for(precision, cuda=device_type == "cuda")
         self.precision = precision
         self.device_type = device_type
         self.dtype = DTYPES.get(precision)

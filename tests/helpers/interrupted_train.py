@@ -42,14 +42,16 @@ if KIND in ("step", "signal"):
     if TRAINER == "vanilla":
         from vanilla.fit_loop import FitLoop
 
-        original_step = FitLoop.optimizer_step
+        original_step = FitLoop.training_step
 
-        def optimizer_step(self, *args, **kwargs):
-            original_step(self, *args, **kwargs)  # includes the step checkpoint, if one is due
-            if self.position.global_step == AT:
+        def training_step(self, *args, **kwargs):
+            before = self.position.global_step
+            loss = original_step(self, *args, **kwargs)  # includes the step checkpoint, if one is due
+            if before < AT == self.position.global_step:
                 action()
+            return loss
 
-        FitLoop.optimizer_step = optimizer_step
+        FitLoop.training_step = training_step
     elif KIND == "step":
         def on_train_batch_end(self, outputs, batch, batch_idx):  # after the callbacks, so after any checkpoint
             if self.trainer.global_step == AT:
@@ -115,4 +117,6 @@ elif KIND == "save":
         return handle
 
     builtins.open = open_
-train.main(ARGV)
+from shared.errors import exit_on_user_error  # noqa: E402
+
+exit_on_user_error(lambda: train.main(ARGV))()

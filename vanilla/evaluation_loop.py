@@ -1,4 +1,4 @@
-"""The test phase after fit (Lightning: `trainer.test(ckpt_path=best or last)`).
+"""The test phase after fit (Lightning: `trainer.test(ckpt_path=best or last)` and its evaluation loop).
 
 Loads the best checkpoint's weights (or last.ckpt when no best exists), generates a question for every test
 example by beam search, scores BLEU-1..4 and ROUGE-L, and writes predictions.jsonl and test_metrics.json.
@@ -11,22 +11,27 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from shared.checkpoint_file import read_checkpoint
 from shared.data import PadCollator, QGDataset
 from shared.decoding import generate_questions
-from shared.test_report import write_test_report
+from shared.errors import UserError
+from shared.predictions import write_test_report
 from vanilla.checkpoint_connector import load_model_weights
-from vanilla.checkpoint_io import load_checkpoint
+from vanilla.model_checkpoint import ModelCheckpoint
 from vanilla.precision import Precision
 
 
-def choose_checkpoint(best_model_path: str, last_model_path: str) -> str:
-    return best_model_path or last_model_path
+def checkpoint_to_test(checkpoint: ModelCheckpoint) -> str:
+    path = checkpoint.best_model_path or checkpoint.last_model_path
+    if not path:
+        raise UserError("training wrote no checkpoint, so there is nothing to test")
+    return path
 
 
 def run_test(model: torch.nn.Module, tokenizer, dataset: QGDataset, ckpt_path: str, device: torch.device,
              precision: Precision, batch_size: int, num_beams: int, max_new_tokens: int,
              output_dir: Path) -> dict:
-    load_model_weights(model, load_checkpoint(ckpt_path), ckpt_path)
+    load_model_weights(model, read_checkpoint(ckpt_path), ckpt_path)
     model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         collate_fn=PadCollator(tokenizer.pad_token_id))

@@ -1,4 +1,4 @@
-"""The test phase's files, the same for both trainers: predictions.jsonl and test_metrics.json."""
+"""The test phase's files, written the same way by both trainers: predictions.jsonl and test_metrics.json."""
 
 from __future__ import annotations
 

@@ -1,0 +1,103 @@
+"""What the Lightning twin adds around the Trainer so that a command line behaves as in every trainer here, where
+Lightning alone would not: one run per output directory (with its lock), a checked `--resume` checkpoint, the
+seed's `strategy="dp"` (removed in Lightning 2.0), and one-line errors and notices instead of tracebacks and
+multi-line warnings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning import Callback
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.memory import is_oom_error
+
+from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
+from shared.cli import check_data_parallel, precision_for
+from shared.errors import UserError, no_training_batches_error, out_of_memory_error
+from shared.run_dir import prepare_output_dir, resolve_resume_path
+
+
+class RunGuard:
+    def __init__(self, args):
+        self.started = time.perf_counter()
+        self.args = args
+        self.output_dir = Path(args.output_dir)
+        self.is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher are not
+        if self.is_rank_zero:
+            prepare_output_dir(self.output_dir, args.resume, args.overwrite)
+        self.ckpt_path = resolve_resume_path(self.output_dir, args.resume) if args.resume else None
+        self.resume = read_checkpoint(self.ckpt_path) if self.ckpt_path else None
+        if self.resume is not None:
+            check_resumable_by("lightning", self.resume, self.ckpt_path)
+            # continue at the batch size the run had (it may have come from the batch-size search)
+            args.batch_size = self.resume["hyper_parameters"].get("batch_size", args.batch_size)
+        cuda = args.accelerator != "cpu" and torch.cuda.is_available()
+        self.strategy = self._strategy(args.strategy, cuda)
+        self.precision = precision_for(args.precision, cuda)
+        self.callbacks = [_Checks(self)]
+        self.plugins = [_OneLineCheckpointIO()]
+
+    @staticmethod
+    def _strategy(strategy: str, cuda: bool) -> str:
+        """The seed asked for `accelerator='dp'`; Lightning 2.0 removed DataParallel (Trainer(strategy='dp')
+        raises), so its intent -- every visible GPU -- maps to DDP, the replacement Lightning supports."""
+        if strategy != "dp":
+            return strategy
+        check_data_parallel(cuda)
+        print("notice: --strategy dp: Lightning 2.x has no DataParallel (removed in 2.0); running strategy='ddp', "
+              "its supported replacement, with one process per GPU")
+        return "ddp"
+
+    @contextmanager
+    def one_line_errors(self):
+        """Around building the Trainer and fitting: the user's mistakes and out-of-memory in one line."""
+        try:
+            yield
+        except MisconfigurationException as error:  # an impossible device request: no GPU, too many GPUs
+            raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
+        except ValueError as error:
+            if str(error).startswith("Tuning the batch size"):  # the Tuner refuses DDP
+                raise UserError(f"--auto-batch-size: {error} Run the search with --devices 1") from None
+            raise
+        except RuntimeError as error:
+            if is_oom_error(error):
+                raise out_of_memory_error(self.args.batch_size) from None
+            raise
+
+
+class _Checks(Callback):
+    """Before fit touches anything: the --resume checkpoint fits the model (Lightning's strict load would end in a
+    traceback listing every tensor), and --limit-train-batches leaves at least one batch per epoch."""
+
+    def __init__(self, guard: RunGuard):
+        self.guard = guard
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit" and self.guard.resume is not None:
+            check_weights_fit(pl_module.model, self.guard.resume, self.guard.ckpt_path)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        limit = trainer.limit_train_batches
+        if isinstance(limit, float) and limit < 1.0:
+            loader = trainer.datamodule.train_dataloader()
+            batches = math.ceil(math.ceil(len(loader.dataset) / trainer.world_size) / loader.batch_size)
+            if int(batches * limit) == 0:
+                raise no_training_batches_error(limit, batches)
+
+
+class _OneLineCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writing (atomic), with a full disk or a read-only directory in one line."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        try:
+            super().save_checkpoint(checkpoint, path, storage_options)
+        except OSError as error:
+            raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; the previous "
+                                  f"checkpoint, if any, is intact") from None
