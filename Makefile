@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: venv demo test parity bench clean
+.PHONY: venv demo test parity bench docs clean
 
 venv: $(STAMP)
 
@@ -19,19 +19,26 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	$(PY) scripts/compare_runs.py --overwrite
 
-# The whole suite.
+# The linter, then the whole suite.
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 # Only the parity suite (vanilla/ against lightning/, bit for bit); prints the report and writes it, with the
-# loss-curve plot, to docs/parity/.
+# loss-curve plot, to docs/parity/; then the pages that quote it.
 parity: $(STAMP)
 	$(PY) -m pytest -m parity --parity-report docs/parity
+	$(PY) scripts/make_docs.py
 
 # The benchmarks (bench/, pytest-benchmark), then bench/results.md and bench/results.png from their JSON.
 bench: $(STAMP)
 	$(PY) -m pytest bench --benchmark-only -p no:cacheprovider --benchmark-json bench/benchmark.json
 	$(PY) bench/report.py bench/benchmark.json
+	$(PY) scripts/make_docs.py
+
+# The pages generated from the code and the reports: docs/side-by-side.md and README.md's headline figures.
+docs: $(STAMP)
+	$(PY) scripts/make_docs.py
 
 clean:
 	rm -rf runs .pytest_cache

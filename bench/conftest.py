@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from shared.synthetic import write_synthetic_squad
 
-from shared.synthetic import write_synthetic_squad  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]  # pytest puts it on sys.path (pyproject.toml: pythonpath)
 
 CUDA = torch.cuda.is_available()
 GPUS = torch.cuda.device_count() if CUDA else 0
@@ -31,7 +28,8 @@ PRECISION = "bf16-mixed" if CUDA else "32-true"
 def machine() -> str:
     if CUDA:
         return f"{GPUS} x {torch.cuda.get_device_name(0)}, {PRECISION}, batch {BATCH_SIZE}"
-    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU, float32, batch {BATCH_SIZE}"
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, float32, batch {BATCH_SIZE}"
 
 
 @pytest.fixture(scope="session")

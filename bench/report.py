@@ -42,6 +42,10 @@ def per_step(benchmarks, model_size) -> dict[str, dict]:
     return bench["extra_info"]["variants"] if bench else {}
 
 
+def shown(value: float, unit: str) -> str:
+    return f"{value:,.0f}{unit}" if unit == "/s" else f"{value:.3f} {unit}"
+
+
 def fmt_ratio(x: float) -> str:
     return f"{x:.3f}x"
 
@@ -93,7 +97,8 @@ def ratio_rows(benchmarks) -> list[tuple[str, float | None, float | None, str]]:
     v, pl = pick(benchmarks, "test_checkpoint_save[vanilla"), pick(benchmarks, "test_checkpoint_save[lightning")
     if v and pl:
         rows.append(("checkpoint size", v["extra_info"]["size_mb"], pl["extra_info"]["size_mb"], "MB"))
-    v, pl = pick(benchmarks, "test_startup_to_first_step[vanilla"), pick(benchmarks, "test_startup_to_first_step[lightning")
+    v = pick(benchmarks, "test_startup_to_first_step[vanilla")
+    pl = pick(benchmarks, "test_startup_to_first_step[lightning")
     if v and pl:
         rows.append(("start-up to first optimizer step", v["extra_info"]["startup_seconds"],
                      pl["extra_info"]["startup_seconds"], "s"))
@@ -140,7 +145,8 @@ def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
     overhead, checks = overhead_section(benchmarks)
     if checks:
         lines.append("Targets (default model): " + "; ".join(
-            f"{name} {value:+.1%} (target within {TARGETS[name]:.0%}: {'met' if abs(value) <= TARGETS[name] else 'NOT met'})"
+            f"{name} {value:+.1%} (target within {TARGETS[name]:.0%}: "
+            f"{'met' if abs(value) <= TARGETS[name] else 'NOT met'})"
             for name, value in checks.items()) + ".")
     lines += overhead
     components = [b for b in benchmarks if b["name"].startswith(("test_gradient_clipping", "test_scheduler_step",
@@ -156,8 +162,7 @@ def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
         for name, v, pl, unit in rows:
             if v is None or pl is None:
                 continue
-            shown = (lambda x: f"{x:,.0f}{unit}") if unit == "/s" else (lambda x: f"{x:.3f} {unit}")
-            lines.append(f"| {name} | {shown(v)} | {shown(pl)} | {fmt_ratio(pl / v)} |")
+            lines.append(f"| {name} | {shown(v, unit)} | {shown(pl, unit)} | {fmt_ratio(pl / v)} |")
     dynamic, padded = pick(benchmarks, "test_padding[dynamic"), pick(benchmarks, "test_padding[to 512")
     if dynamic and padded:
         d, p = dynamic["extra_info"], padded["extra_info"]
@@ -189,7 +194,7 @@ def chart(benchmarks, rows, path: Path) -> Path:
         axes[0].set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)
         axes[0].set_ylabel("ms per training step")
         axes[0].set_title("Per-step time, default model")
-        for bar, value, ratio in zip(bars, values, ratios):
+        for bar, value, ratio in zip(bars, values, ratios, strict=True):
             axes[0].annotate(f"{ratio:.3f}x", (bar.get_x() + bar.get_width() / 2, value),
                              ha="center", va="bottom", fontsize=8)
     shown = [(name, pl / v) for name, v, pl, _ in rows if v and pl]

@@ -10,7 +10,6 @@ The probes themselves (one perf_counter call per step) cost well under a microse
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,12 +17,10 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from shared.data import LABEL_PAD
+from shared.model import seq2seq_loss
 
-from shared.model import seq2seq_loss  # noqa: E402
-from shared.data import LABEL_PAD  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 WARMUP_STEPS = 3  # the first steps pay for allocator growth and lazy initialisation
 
@@ -45,7 +42,7 @@ class StepLog:
 
     def intervals(self) -> list[float]:
         t = self.times[WARMUP_STEPS:]
-        return [b - a for a, b in zip(t, t[1:])]
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
 
     def summary(self) -> dict:
         t = self.times[WARMUP_STEPS:]

@@ -21,16 +21,16 @@ if str(HERE) not in sys.path:
 
 import pytorch_lightning as pl
 import torch
+from exact_resume import exact_resume_callbacks
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.tuner import Tuner
 from pytorch_lightning.utilities.seed import isolate_rng
+from run_guard import RunGuard
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 from transformers import get_constant_schedule_with_warmup
 
-from exact_resume import exact_resume_callbacks
-from run_guard import RunGuard
 from shared.cli import parse_args
 from shared.data import PadCollator
 from shared.decoding import generate_questions

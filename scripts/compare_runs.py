@@ -69,7 +69,8 @@ def print_table(summaries: dict[str, dict], weights_equal: bool) -> bool:
         mark = "" if field == "wall time" else ("yes" if v == pl else "NO")
         agree &= mark != "NO"
         print(f"{field:{width}}{v:{col}}{pl:{col}}{mark}")
-    print(f"{'final weights':{width}}{'last.ckpt':{col}}{'last.ckpt':{col}}{'identical' if weights_equal else 'DIFFER'}")
+    verdict = "identical" if weights_equal else "DIFFER"
+    print(f"{'final weights':{width}}{'last.ckpt':{col}}{'last.ckpt':{col}}{verdict}")
     print("\nthe two trainers agree" if agree else "\nthe two trainers DISAGREE")
     return agree
 

@@ -4,7 +4,7 @@ print the same options, and a command line means the same run in either."""
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from shared.errors import UserError
 from shared.model import MODEL_SIZES

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from shared.squad import HIGHLIGHT, QGExample
 from shared.errors import UserError
+from shared.squad import HIGHLIGHT, QGExample
 from shared.synthetic import write_synthetic_squad
 
 LABEL_PAD = -100  # ignored by the cross-entropy loss

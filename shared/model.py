@@ -27,7 +27,8 @@ def build_model(tokenizer, size: str = "small", pretrained: str | None = None,
         try:
             model = AutoModelForSeq2SeqLM.from_pretrained(pretrained)
         except (OSError, ValueError) as error:
-            raise UserError(f"--model {pretrained}: cannot load a seq2seq model ({str(error).splitlines()[0]})") from None
+            first_line = str(error).splitlines()[0]
+            raise UserError(f"--model {pretrained}: cannot load a seq2seq model ({first_line})") from None
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
         # from_pretrained returns the model in eval mode; training starts with dropout on, as for a new model.

@@ -5,7 +5,8 @@ Lightning tracker's #17543 and #18780). A shuffled loader draws its order from t
 its iterator starts (the epoch's `RandomSampler` seed, and a base seed for workers), so this loader keeps the
 generator's state of that moment. Its `state_dict` holds that state and the batches already trained (the trainer
 keeps `batches_trained` current; 0 between epochs). Given that state back, its next iterator starts from the same
-generator state, so it draws the same order, and skips the batches already trained. An unresumed run draws
+generator state, so it draws the same order, and skips the batches already trained. The order is drawn at the
+first batch, so a trainer restores the interrupted run's generator states after fetching it. An unresumed run draws
 exactly what a plain DataLoader draws.
 
 This is Lightning's stateful-dataloader interface: Lightning saves the train loader's `state_dict()` in every
@@ -30,9 +31,7 @@ class ResumableDataLoader(DataLoader):
             torch.set_rng_state(resume["epoch_start_rng"])
         self._epoch_start_rng = torch.get_rng_state()
         batches = super().__iter__()
-        for _ in range(resume["batches_trained"] if resume is not None else 0):
-            next(batches)  # fetched and dropped: the interrupted run trained them
-        return batches
+        return batches if resume is None else _skip(batches, resume["batches_trained"])
 
     def state_dict(self) -> dict:
         return {"epoch_start_rng": self._epoch_start_rng, "batches_trained": self.batches_trained}
@@ -40,3 +39,11 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict) -> None:
         self.batches_trained = state["batches_trained"]
         self._resume = state if self.batches_trained else None
+
+
+def _skip(batches, count: int):
+    """Lazily, as a DataLoader iterator is: the sampler's order is drawn at the first batch (a
+    DistributedSampler's after the trainer's `set_epoch`)."""
+    for _ in range(count):
+        next(batches)  # fetched and dropped: the interrupted run trained them
+    yield from batches

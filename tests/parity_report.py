@@ -18,13 +18,37 @@ def table() -> list[str]:
     rows = [("feature", "vanilla", "lightning", "equal")]
     rows += [(f, v, pl, "yes" if eq else "NO") for f, v, pl, eq in ROWS]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     return lines + [f"{sum(r[3] for r in ROWS)} of {len(ROWS)} comparisons equal"]
+
+
+def measured_at() -> str:
+    """`commit X (with uncommitted changes) on N CPU cores (arch), date`: where this report's runs were made."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=10", "HEAD") or "unknown"
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    machine = f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    return f"commit {commit}{dirty} on {machine}, {datetime.date.today().isoformat()}"
 
 
 def write_report(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    lines = ["| feature | vanilla | lightning | equal |", "|---|---|---|---|"]
+    lines = ["# Parity: vanilla/ against lightning/ on the CPU", "",
+             f"Measured at {measured_at()} by `make parity` (tests/test_parity.py). Every row compares the two "
+             f"trainers' results exactly: tensors with `torch.equal`, files byte for byte; float32 unless the row "
+             f"says otherwise. The loop state in checkpoints (position in the epoch, loader and RNG state) is each "
+             f"trainer's own format and is not compared; resuming the other trainer's checkpoint is refused.", "",
+             "| feature | vanilla | lightning | equal |", "|---|---|---|---|"]
     lines += [f"| {f} | {v} | {pl} | {'yes' if eq else '**no**'} |" for f, v, pl, eq in ROWS]
     lines.append(f"\n{sum(r[3] for r in ROWS)} of {len(ROWS)} comparisons equal.")
     report = directory / "parity.md"
@@ -44,7 +68,7 @@ def plot_losses(path: Path) -> Path:
     figure, axes = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
     styles = {"vanilla": dict(color="tab:blue", linewidth=5, alpha=0.4),
               "lightning": dict(color="tab:red", linewidth=1.5, linestyle="--", marker="o", markersize=4)}
-    for axis, metric in zip(axes, ("train_loss", "dev_loss")):
+    for axis, metric in zip(axes, ("train_loss", "dev_loss"), strict=True):
         for trainer, rows in CURVES.items():
             points = [(int(r["epoch"]), float(r[metric])) for r in rows if r.get(metric)]
             axis.plot([p[0] for p in points], [p[1] for p in points], label=trainer, **styles[trainer])

@@ -83,10 +83,10 @@ def test_same_sequences_as_lightning_power_and_binsearch():
         trainer.fast_dev_run = False
         trainer._active_loop._combined_loader._dataset_length.return_value = length
 
-        def reset(_trainer):
+        def reset(_trainer, loader_size=loader_size, model=model):
             loader_size["value"] = model.batch_size
 
-        def try_run(_trainer, _params):
+        def try_run(_trainer, _params, loader_size=loader_size, tried=tried, threshold=threshold):
             tried.append(loader_size["value"])
             oom_above(threshold)(loader_size["value"])
 

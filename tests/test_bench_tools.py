@@ -40,7 +40,7 @@ def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
     variants = {name: {"ms_per_step": ms, "ratio_to_bare_loop": ms / 80, "ratio_to_vanilla": ms / 81,
                        "steps_timed": 100, "rounds": 4, "samples_per_s": 32000 / ms, "target_tokens_per_s": 1e5 / ms,
                        **({"validation_samples_per_s": 900.0} if "bare" not in name else {})}
-                for name, ms in zip(report.VARIANTS, (80.0, 81.0, 83.0, 84.0))}
+                for name, ms in zip(report.VARIANTS, (80.0, 81.0, 83.0, 84.0), strict=True)}
     document = {"datetime": "2026-11-28T00:00:00", "machine_summary": "test machine",
                 "commit_info": {"id": "0123456789abcdef", "dirty": False},
                 "machine_info": {"python_version": "3.11"},

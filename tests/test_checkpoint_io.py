@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from vanilla import checkpoint_io
 from shared.checkpoint_file import CheckpointError
 from shared.checkpoint_file import read_checkpoint as load_checkpoint
+from vanilla import checkpoint_io
 from vanilla.checkpoint_io import atomic_save
 
 

@@ -91,3 +91,19 @@ def test_dataset_targets_are_the_questions(tiny_data):
     for i in range(5):
         assert tokenizer.decode(dataset[i]["labels"], skip_special_tokens=True) == examples[i].question
     assert torch.is_tensor(PadCollator(tokenizer.pad_token_id)([dataset[0]])["index"])
+
+
+def test_the_start_line_counts_skipped_unanswerable_questions(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from shared.summary import start_line
+
+    data = SimpleNamespace(train=[1] * 5, dev=[1] * 2, test=[1], files=SimpleNamespace(synthetic=False),
+                           skipped_unanswerable={"train": 3, "dev": 0, "test": 1})
+    line = start_line(data, torch.nn.Linear(2, 3), "single on 1 cpu device(s)")
+    assert line == ("data: 5 train / 2 dev / 1 test examples (unanswerable SQuAD v2.0 questions skipped: 3 train, "
+                    "1 test); model: 9 parameters; single on 1 cpu device(s)")
+    data.skipped_unanswerable = {"train": 0, "dev": 0, "test": 0}
+    assert "skipped" not in start_line(data, torch.nn.Linear(2, 3), "")

@@ -38,7 +38,8 @@ def test_two_processes_self_launched_and_under_torchrun_agree(tiny_data, tmp_pat
     launched = tmp_path / "torchrun"
     run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
          "vanilla/train.py", *tiny_args(tiny_data, launched, *args)])
-    mine, theirs = load_checkpoint(own / "checkpoints" / "last.ckpt"), load_checkpoint(launched / "checkpoints" / "last.ckpt")
+    mine = load_checkpoint(own / "checkpoints" / "last.ckpt")
+    theirs = load_checkpoint(launched / "checkpoints" / "last.ckpt")
     for key, tensor in mine["state_dict"].items():
         assert torch.equal(tensor, theirs["state_dict"][key]), key
     assert (own / "metrics.csv").read_text() == (launched / "metrics.csv").read_text()

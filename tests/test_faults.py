@@ -4,8 +4,8 @@ Kills are `os._exit` at a chosen point (tests/helpers/interrupted_train.py): aft
 validation, half-way through writing a checkpoint file. Signals are real (SIGTERM, SIGINT sent to the process).
 A full disk and a read-only directory are simulated at the file-write level both trainers go through: the
 temporary file a checkpoint is written to (vanilla: beside the checkpoint; Lightning, through fsspec: in the
-system's temporary directory, moved into place afterwards) fails with ENOSPC on write, or EROFS on open. Out-of-memory and NaN losses
-are injected into the loss.
+system's temporary directory, moved into place afterwards) fails with ENOSPC on write, or EROFS on open.
+Out-of-memory and NaN losses are injected into the loss.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def last_weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def same_weights(a: Path, b: Path) -> bool:
+    """Both last.ckpt hold the same model tensors, bit for bit (and there are some: an empty pair is no match)."""
     x, y = last_weights(a), last_weights(b)
-    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    return bool(x) and bool(y) and x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -274,6 +275,19 @@ def test_a_bad_checkpoint_is_one_line_naming_the_file(tiny_data, tmp_path, bad_c
 def test_impossible_device_requests_are_one_line_in_both(tiny_data, tmp_path, trainer, flags, fragments):
     assert_one_line_error(run_process(f"{trainer}/train.py", *tiny_args(tiny_data, tmp_path / "run", *flags)),
                           *fragments)
+
+
+def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_both(tiny_data, tmp_path):
+    """0.001 of the 13 batches of an epoch is no batch: neither trainer "trains" on nothing, and no checkpoint of
+    untrained weights is written."""
+    lines = {}
+    for trainer in TRAINERS:
+        out = tmp_path / trainer
+        result = run_process(f"{trainer}/train.py", *tiny_args(tiny_data, out, "--limit-train-batches", "0.001"))
+        assert_one_line_error(result, "--limit-train-batches 0.001", "0.001 of 13 training batches", "at least")
+        lines[trainer] = result.stderr.strip()
+        assert not (out / "checkpoints").exists()
+    assert lines["vanilla"] == lines["lightning"]
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)

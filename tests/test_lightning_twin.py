@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
 from shared.errors import UserError
 from tests.conftest import REPO, load_lightning_train, tiny_args
@@ -59,7 +60,8 @@ def test_same_artifact_tree_as_the_vanilla_trainer(trained_pair):
     v, pl = trained_pair["vanilla"], trained_pair["lightning"]
     assert tree(pl) == tree(v)
     assert {"checkpoints/last.ckpt", "metrics.csv", "hparams.yaml", "tensorboard/events", "tensorboard/hparams.yaml",
-            "predictions.jsonl", "test_metrics.json", "export/model.safetensors", "tokenizer/tokenizer.json"} <= set(tree(pl))
+            "predictions.jsonl", "test_metrics.json", "export/model.safetensors",
+            "tokenizer/tokenizer.json"} <= set(tree(pl))
     hparams = [yaml.safe_load((out / "hparams.yaml").read_text()) for out in (v, pl)]
     assert hparams[0].pop("output_dir") != hparams[1].pop("output_dir") and hparams[0] == hparams[1]
     names = sorted(p.name for p in (pl / "checkpoints").iterdir())
@@ -108,6 +110,21 @@ def test_plain_lightning_resume_is_not_exact(tiny_data, tmp_path, monkeypatch):
     x = load(straight / "checkpoints" / "last.ckpt")["state_dict"]
     y = load(resumed / "checkpoints" / "last.ckpt")["state_dict"]
     assert not all(torch.equal(x[k], y[k]) for k in x if k.startswith("model."))
+
+
+def test_without_its_additions_it_is_plain_lightning_and_trains_the_same_run(trained_pair, tiny_data, tmp_path,
+                                                                             monkeypatch):
+    """Undo the lines that attach exact resume (the resumable train loader, the exact-resume callbacks): plain
+    Lightning trains bit for bit the run the trainer trains with them, so they add resume and change nothing
+    else."""
+    monkeypatch.setattr(lightning_train, "ResumableDataLoader", DataLoader)
+    monkeypatch.setattr(lightning_train, "exact_resume_callbacks", lambda *args: [])
+    plain = tmp_path / "plain"
+    run(tiny_data, plain, "--save-top-k", "2")
+    assert_same_weights(plain / "checkpoints" / "last.ckpt", trained_pair["lightning"] / "checkpoints" / "last.ckpt")
+    for name in ("metrics.csv", "predictions.jsonl"):
+        assert (plain / name).read_text() == (trained_pair["lightning"] / name).read_text(), name
+    assert "ExactResume" not in load(plain / "checkpoints" / "last.ckpt")["callbacks"]
 
 
 def test_dp_maps_to_ddp_with_a_notice_and_needs_a_gpu(capsys):

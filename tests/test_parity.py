@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -125,7 +126,8 @@ def test_early_stopping_stops_both_at_the_same_epoch_for_the_same_reason(tiny_da
     same_epoch = compare("early stopping (patience 1): last epoch", last_epoch[0], last_epoch[1],
                          lambda e: f"stopped after epoch {e}")
     same_reason = compare("early stopping: reason", vanilla_reason, lightning_reason,
-                          lambda text: text.split(". Signaling")[0].replace("Monitored metric dev_loss did not improve in the last", "no better in"))
+                          lambda text: text.split(". Signaling")[0].replace(
+                              "Monitored metric dev_loss did not improve in the last", "no better in"))
     assert last_epoch[0] < 5 and same_epoch and same_reason
     assert weights_equal(tmp_path / "vanilla" / "checkpoints" / "last.ckpt",
                          tmp_path / "lightning" / "checkpoints" / "last.ckpt")
@@ -177,7 +179,8 @@ def test_batch_size_search_tries_the_same_sizes(tiny_data, tmp_path, monkeypatch
                    (tried, lightning_size), show)
     same_weights = weights_equal(tmp_path / "vanilla" / "checkpoints" / "last.ckpt",
                                  tmp_path / "lightning" / "checkpoints" / "last.ckpt")
-    record_parity(f"  then 1 epoch at the found size ({mode})", fingerprint(tmp_path / "vanilla" / "checkpoints" / "last.ckpt"),
+    record_parity(f"  then 1 epoch at the found size ({mode})",
+                  fingerprint(tmp_path / "vanilla" / "checkpoints" / "last.ckpt"),
                   fingerprint(tmp_path / "lightning" / "checkpoints" / "last.ckpt"), same_weights)
     assert same and same_weights
 
@@ -204,7 +207,8 @@ def test_a_run_killed_mid_epoch_and_resumed_equals_the_other_trainers_uninterrup
                             weights_equal(last(f"{trainer}-resumed"), last(f"{other}-straight")),
                             (tmp_path / f"{trainer}-resumed" / "metrics.csv").read_text()
                             == (tmp_path / f"{other}-straight" / "metrics.csv").read_text())
-    shown = lambda r: f"own run {'=' if r[0] else '!='}, other's {'=' if r[1] else '!='}, csv {'=' if r[2] else '!='}"  # noqa: E731
+    mark = lambda equal: "=" if equal else "!="  # noqa: E731
+    shown = lambda r: f"own run {mark(r[0])}, other's {mark(r[1])}, csv {mark(r[2])}"  # noqa: E731
     record_parity("kill mid-epoch + --resume last", shown(results["vanilla"]), shown(results["lightning"]),
                   all(results["vanilla"]) and all(results["lightning"]))
     assert all(results["vanilla"]) and all(results["lightning"])
@@ -221,19 +225,32 @@ def test_bf16_mixed_gives_equal_weights(tiny_data, tmp_path):
         (tmp_path / "lightning" / "metrics.csv").read_text()
 
 
-@pytest.mark.ddp
-def test_ddp_on_two_cpu_processes_gives_equal_weights(tiny_data, tmp_path):
-    """`--strategy ddp --devices 2` on the CPU (gloo): vanilla starts its second rank itself, Lightning's
-    launcher starts Lightning's. One thread per rank: two ranks share two cores."""
-    args = ["--strategy", "ddp", "--devices", "2", "--max-epochs", "2", "--checkpoint-every-n-steps", "4"]
+DDP_ARGS = ("--strategy", "ddp", "--devices", "2", "--max-epochs", "2", "--checkpoint-every-n-steps", "4")
+DDP_ENV = dict(ENV, OMP_NUM_THREADS="1")  # one thread per rank: two ranks share two cores
+
+
+def run_process(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *command], cwd=REPO, env=DDP_ENV, capture_output=True, text=True,
+                          timeout=240)
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """`--strategy ddp --devices 2` on the CPU (gloo), uninterrupted: vanilla starts its second rank itself,
+    Lightning's launcher starts Lightning's. 101 examples per rank: 7 batches per epoch."""
+    runs = {}
     for trainer in ("vanilla", "lightning"):
-        result = subprocess.run([sys.executable, f"{trainer}/train.py", *tiny_args(tiny_data, tmp_path / trainer, *args)],
-                                cwd=REPO, env=dict(ENV, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                                timeout=240)
+        runs[trainer] = tmp_path_factory.mktemp(f"ddp-{trainer}")
+        result = run_process(f"{trainer}/train.py", *tiny_args(tiny_data, runs[trainer], *DDP_ARGS, "--overwrite"))
         assert result.returncode == 0, result.stderr[-3000:]
-    v, pl = tmp_path / "vanilla", tmp_path / "lightning"
+    return runs
+
+
+@pytest.mark.ddp
+def test_ddp_on_two_cpu_processes_gives_equal_weights(ddp_runs):
+    v, pl = ddp_runs["vanilla"], ddp_runs["lightning"]
     last = load(pl / "checkpoints" / "last.ckpt")
-    assert last["global_step"] == 14 and len(last["callbacks"]["ExactResume"]["rng_states"]) == 2  # 101 examples per rank: 7 batches
+    assert last["global_step"] == 14 and len(last["callbacks"]["ExactResume"]["rng_states"]) == 2
     assert len(list((pl / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 alone writes files
     same = weights_equal(v / "checkpoints" / "last.ckpt", pl / "checkpoints" / "last.ckpt")
     record_parity("DDP, 2 CPU processes: final weights", fingerprint(v / "checkpoints" / "last.ckpt"),
@@ -242,6 +259,102 @@ def test_ddp_on_two_cpu_processes_gives_equal_weights(tiny_data, tmp_path):
              for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json")]
     record_parity("DDP: metrics.csv, predictions, test scores", "3 files", "3 files", all(files))
     assert same and all(files)
+
+
+@pytest.mark.ddp
+def test_ddp_killed_and_resumed_equals_the_other_trainers_uninterrupted_run(ddp_runs, tiny_data, tmp_path):
+    """Lightning on two ranks under torchrun, both killed (os._exit) after step 11; last.ckpt is the step-8 save,
+    one batch into epoch 1. Resumed with its own launcher, it ends where vanilla's uninterrupted run ends.
+    (vanilla's own kill and resume under DDP is tests/test_ddp.py's.)"""
+    resumed = tmp_path / "lightning-resumed"
+    killed = run_process("-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                         "tests/helpers/interrupted_train.py", "lightning", "11", *tiny_args(tiny_data, resumed,
+                                                                                               *DDP_ARGS))
+    assert killed.returncode != 0
+    last = load(resumed / "checkpoints" / "last.ckpt")
+    assert (last["global_step"], last["epoch"], last["callbacks"]["ExactResume"]["mid_epoch"]) == (8, 1, True)
+    result = run_process("lightning/train.py", *tiny_args(tiny_data, resumed, *DDP_ARGS, "--resume", "last"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    v = ddp_runs["vanilla"]
+    same = weights_equal(resumed / "checkpoints" / "last.ckpt", v / "checkpoints" / "last.ckpt")
+    files = all((resumed / name).read_text() == (v / name).read_text()
+                for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"))
+    record_parity("DDP: lightning killed + --resume last, vs vanilla uninterrupted",
+                  fingerprint(v / "checkpoints" / "last.ckpt") + " (uninterrupted)",
+                  fingerprint(resumed / "checkpoints" / "last.ckpt") + (", files =" if files else ", files !="),
+                  same and files)
+    assert same and files
+
+
+def same_state(a, b) -> bool:
+    """Equal, tensors bit for bit (and of one dtype), through dicts, lists and tuples."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
+            and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same_state, a, b))
+    return a == b
+
+
+def callback_state(checkpoint: dict, name: str, run_dir: Path) -> dict:
+    """A callback's state, found by its name (Lightning keys it `Name{...}`), paths relative to the run."""
+    state = next(value for key, value in checkpoint["callbacks"].items() if key.split("{")[0] == name)
+
+    def relative(value):
+        if isinstance(value, str) and value.startswith(str(run_dir)):
+            return Path(value).relative_to(run_dir).as_posix()
+        if isinstance(value, dict):
+            return {relative(k): relative(v) for k, v in value.items()}
+        return value
+
+    return relative(state)
+
+
+def test_optimizer_scheduler_and_callback_states_are_equal(trained_pair):
+    """Beyond the weights: AdamW's moments and step counts, the warm-up scheduler's state, EarlyStopping's and
+    ModelCheckpoint's bookkeeping (the keys Lightning saves; paths relative to each run). The loop state is
+    each trainer's own format (vanilla's `loop_state`, Lightning's `loops`), as are the RNG states."""
+    v, pl = trained_pair["vanilla"], trained_pair["lightning"]
+    a, b = load(v / "checkpoints" / "last.ckpt"), load(pl / "checkpoints" / "last.ckpt")
+    optimizer = same_state(a["optimizer_states"], b["optimizer_states"])
+    moments = sum(len(state) for state in a["optimizer_states"][0]["state"].values())
+    record_parity("optimizer state (AdamW) in last.ckpt", f"{moments} tensors", f"{moments} tensors", optimizer)
+    scheduler = compare("LR scheduler state in last.ckpt", a["lr_schedulers"], b["lr_schedulers"],
+                        lambda s: f"step {s[0]['last_epoch']}, lr {s[0]['_last_lr'][0]:.2e}")
+    scheduler = scheduler and same_state(a["lr_schedulers"], b["lr_schedulers"])
+    callbacks = {}
+    for name in ("EarlyStopping", "ModelCheckpoint"):
+        lightning_state = callback_state(b, name, pl)
+        vanilla_state = {key: callback_state(a, name, v)[key] for key in lightning_state}  # Lightning's keys
+        callbacks[name] = same_state(vanilla_state, lightning_state)
+        record_parity(f"{name} state in last.ckpt", f"{len(vanilla_state)} keys", f"{len(lightning_state)} keys",
+                      callbacks[name])
+    assert optimizer and scheduler and all(callbacks.values())
+
+
+def test_fine_tuning_a_pretrained_model_gives_equal_weights(trained_pair, tiny_data, tmp_path):
+    """The path real users take: `--model DIR` (here the tiny run's own export, loaded with from_pretrained),
+    5 steps of one epoch, then the test phase. from_pretrained returns a model in eval mode; both trainers must
+    train it with dropout on (Lightning keeps each submodule's mode as it finds it)."""
+    args = ["--data-dir", str(tiny_data), "--model", str(trained_pair["vanilla"] / "export"), "--batch-size", "16",
+            "--max-epochs", "1", "--limit-train-batches", "5", "--lr", "3e-3", "--warmup-steps", "2",
+            "--num-beams", "2", "--max-target-length", "16"]
+    outputs = {trainer: tmp_path / trainer for trainer in ("vanilla", "lightning")}
+    from vanilla import train as vanilla_train
+
+    vanilla_train.main([*args, "--output-dir", str(outputs["vanilla"])])
+    lightning_train.main([*args, "--output-dir", str(outputs["lightning"])])
+    a, b = (out / "checkpoints" / "last.ckpt" for out in outputs.values())
+    same = weights_equal(a, b)
+    record_parity("fine-tuning --model DIR, 5 steps: final weights", fingerprint(a), fingerprint(b), same)
+    files = compare("fine-tuning: predictions.jsonl, test_metrics.json",
+                    [(outputs["vanilla"] / name).read_text() for name in ("predictions.jsonl", "test_metrics.json")],
+                    [(outputs["lightning"] / name).read_text() for name in ("predictions.jsonl", "test_metrics.json")],
+                    lambda texts: "bleu_4 " + re.search(r'"bleu_4": ([0-9.]+)', texts[1]).group(1)[:6])
+    pretrained = model_weights(trained_pair["vanilla"] / "checkpoints" / "last.ckpt")
+    assert same and files and not all(torch.equal(tensor, pretrained[k]) for k, tensor in model_weights(a).items())
 
 
 def test_each_trainer_tests_the_others_checkpoint(trained_pair, tiny_data, tmp_path):
@@ -253,19 +366,20 @@ def test_each_trainer_tests_the_others_checkpoint(trained_pair, tiny_data, tmp_p
     from shared.cli import parse_args
     from shared.pipeline import make_model, prepare_data
     from shared.predictions import write_test_report
-    from vanilla.precision import Precision
     from vanilla.evaluation_loop import run_test
+    from vanilla.precision import Precision
 
     v, pl = trained_pair["vanilla"], trained_pair["lightning"]
     args = parse_args("parity", "unused", tiny_args(tiny_data, tmp_path / "unused"))
     data = prepare_data(args, tmp_path, save_tokenizer=False)
-    best = {name: out / "checkpoints" / re.search(r'"checkpoint": "([^"]+)"', (out / "test_metrics.json").read_text()).group(1)
+    best = {name: out / "checkpoints" / json.loads((out / "test_metrics.json").read_text())["checkpoint"]
             for name, out in trained_pair.items()}
 
     by_vanilla = tmp_path / "vanilla-tests-lightning"
     by_vanilla.mkdir()
-    run_test(make_model(args, data.tokenizer), data.tokenizer, data.test, str(best["lightning"]), torch.device("cpu"),
-             Precision("32-true", "cpu"), args.batch_size, args.num_beams, args.max_target_length, by_vanilla)
+    run_test(make_model(args, data.tokenizer), data.tokenizer, data.test, str(best["lightning"]),
+             torch.device("cpu"), Precision("32-true", "cpu"), args.batch_size, args.num_beams, args.max_target_length,
+             by_vanilla)
 
     module = lightning_train.QGModule(make_model(args, data.tokenizer), data.tokenizer, dict(vars(args)))
     tester = pl_.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
@@ -289,7 +403,9 @@ def test_each_trainer_tests_the_others_checkpoint(trained_pair, tiny_data, tmp_p
                                             str(trained_pair[other] / "checkpoints" / "last.ckpt"))],
                                 cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240)
         lines = result.stderr.strip().splitlines()
-        refusals[trainer] = result.returncode == 2 and len(lines) == 1 and f"was written by {other}/train.py" in lines[0]
-    record_parity("cross-loading: resume the other's checkpoint", "refused in one line" if refusals["vanilla"] else "NOT refused",
-                  "refused in one line" if refusals["lightning"] else "NOT refused", all(refusals.values()))
+        refusals[trainer] = (result.returncode == 2 and len(lines) == 1
+                             and f"was written by {other}/train.py" in lines[0])
+    shown = {trainer: "refused in one line" if refused else "NOT refused" for trainer, refused in refusals.items()}
+    record_parity("cross-loading: resume the other's checkpoint", shown["vanilla"], shown["lightning"],
+                  all(refusals.values()))
     assert same_v and same_l and all(refusals.values())

@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from shared.squad import read_squad
-from vanilla import train as vanilla_train
 from shared.checkpoint_file import read_checkpoint as load_checkpoint
-from vanilla.fit_loop import FitLoop
+from shared.squad import read_squad
 from tests.conftest import tiny_args
+from vanilla import train as vanilla_train
+from vanilla.fit_loop import FitLoop
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,8 @@ def assert_same_training(a, b):
         assert x["state_dict"].keys() == y["state_dict"].keys()
         for key in x["state_dict"]:
             assert torch.equal(x["state_dict"][key], y["state_dict"][key]), (name, key)
-        for p, q in zip(x["optimizer_states"][0]["state"].values(), y["optimizer_states"][0]["state"].values()):
+        states = x["optimizer_states"][0]["state"], y["optimizer_states"][0]["state"]
+        for p, q in zip(states[0].values(), states[1].values(), strict=True):
             assert all(torch.equal(p[k], q[k]) for k in p), name
         assert (x["epoch"], x["global_step"]) == (y["epoch"], y["global_step"])
         assert x["callbacks"]["EarlyStopping"]["wait_count"] == y["callbacks"]["EarlyStopping"]["wait_count"]
@@ -133,7 +134,8 @@ def test_resume_gives_the_same_run_as_no_interruption(tiny_data, tmp_path, monke
             run(tiny_data, tmp_path / "resumed", *extra)
     last = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     if every_n == "5":
-        assert (last["global_step"], last["loop_state"]["batches_done"], last["loop_state"]["epoch_finished"]) == (15, 2, False)
+        loop = last["loop_state"]
+        assert (last["global_step"], loop["batches_done"], loop["epoch_finished"]) == (15, 2, False)
     else:
         assert (last["global_step"], last["loop_state"]["epoch_finished"]) == (13, True)
     run(tiny_data, tmp_path / "resumed", *extra, "--resume", "last")

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import copy
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
-
 from torch.utils.data import DataLoader
 
 from shared.errors import UserError

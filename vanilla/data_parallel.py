@@ -8,7 +8,7 @@ gathered; their mean weights the replicas equally, as DataParallel users did.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -8,7 +8,17 @@ the two trainers agree even where a value sits exactly on the threshold.
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
+
+
+class StoppingReason(Enum):
+    """Why training stopped, with the values of Lightning's `EarlyStoppingReason` (saved in checkpoints)."""
+
+    NOT_STOPPED = 0
+    PATIENCE_EXHAUSTED = 3
+    NON_FINITE_METRIC = 4
 
 
 class EarlyStopping:
@@ -19,13 +29,14 @@ class EarlyStopping:
         self.wait_count = 0
         self.stopped_epoch = 0
         self.best_score = torch.tensor(torch.inf)
+        self.stopping_reason = StoppingReason.NOT_STOPPED
         self.stopping_reason_message: str | None = None
 
     def check(self, current: torch.Tensor, epoch: int) -> tuple[bool, str]:
         """Update with this epoch's value; return (should_stop, a sentence saying why or what improved)."""
         current = current.squeeze()
         if not torch.isfinite(current):
-            should_stop = True
+            should_stop, self.stopping_reason = True, StoppingReason.NON_FINITE_METRIC
             reason = (f"Monitored metric {self.monitor} = {current} is not finite. "
                       f"Previous best value was {self.best_score:.3f}. Signaling Trainer to stop.")
         elif torch.lt(current - self.min_delta, self.best_score.to(current.device)):
@@ -42,6 +53,7 @@ class EarlyStopping:
             should_stop = self.wait_count >= self.patience
             reason = f"Metric {self.monitor} did not improve ({self.wait_count}/{self.patience})."
             if should_stop:
+                self.stopping_reason = StoppingReason.PATIENCE_EXHAUSTED
                 reason = (f"Monitored metric {self.monitor} did not improve in the last {self.wait_count} records. "
                           f"Best score: {self.best_score:.3f}. Signaling Trainer to stop.")
         if should_stop:
@@ -51,11 +63,13 @@ class EarlyStopping:
 
     def state_dict(self) -> dict:
         return {"wait_count": self.wait_count, "stopped_epoch": self.stopped_epoch, "best_score": self.best_score,
-                "patience": self.patience, "stopping_reason_message": self.stopping_reason_message}
+                "patience": self.patience, "stopping_reason": self.stopping_reason.value,
+                "stopping_reason_message": self.stopping_reason_message}
 
     def load_state_dict(self, state: dict) -> None:
         self.wait_count = state["wait_count"]
         self.stopped_epoch = state["stopped_epoch"]
         self.best_score = state["best_score"]
         self.patience = state["patience"]
+        self.stopping_reason = StoppingReason(state.get("stopping_reason", StoppingReason.NOT_STOPPED.value))
         self.stopping_reason_message = state["stopping_reason_message"]

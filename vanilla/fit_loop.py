@@ -17,8 +17,8 @@ checkpoint (last.ckpt), so that --resume last continues it.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -153,10 +153,11 @@ class FitLoop:
             pos.train_loss_sum, pos.train_samples = torch.tensor(0.0), 0
         self.model.train()
         batches = iter(self.train_loader)  # resumed mid-epoch: the same order, trained batches skipped
-        self._restore_pending_rng()  # after the iterator drew its seeds, as the interrupted run had done
         self.progress.start_epoch(pos.epoch, num_batches, done=pos.batches_done)
         for batch_idx in range(pos.batches_done, num_batches):
-            self.progress.advance(self.training_step(next(batches), batch_idx, num_batches))
+            batch = next(batches)
+            self._restore_pending_rng()  # resumed: once the loader drew the epoch's order, as the interrupted run had
+            self.progress.advance(self.training_step(batch, batch_idx, num_batches))
             if batch_idx + 1 < num_batches:  # after the last batch, the epoch's end (and its checkpoint) comes first
                 self._stop_if_signalled()
 

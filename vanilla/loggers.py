@@ -1,7 +1,8 @@
 """metrics.csv, hparams.yaml and TensorBoard events (Lightning: `loggers.CSVLogger` and `TensorBoardLogger`).
 
 metrics.csv has Lightning's CSVLogger layout: one row per logging call holding the logged values plus `epoch`
-and `step` (for epoch-end values, the index of the epoch's last optimizer step, as Lightning logs them), columns sorted by name, empty cells for values a row does not hold.
+and `step` (for epoch-end values, the index of the epoch's last optimizer step, as Lightning logs them), columns
+sorted by name, empty cells for values a row does not hold.
 Rows are appended as they come, so a crash loses nothing already logged. hparams.yaml is `yaml.dump` of the
 run's settings, as Lightning writes it.
 """

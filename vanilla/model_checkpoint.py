@@ -10,8 +10,8 @@ mid-epoch checkpoints are asked for. The writing itself (atomic) is `checkpoint_
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

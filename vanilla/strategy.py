@@ -3,9 +3,9 @@ and wraps it in DistributedDataParallel; DataParallel was Lightning 1.x's `dp`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import torch
 

@@ -91,10 +91,11 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
     checkpoint = ModelCheckpoint(output_dir / "checkpoints", save_top_k=args.save_top_k, is_writer=writer)
     loggers = open_loggers(output_dir, dict(vars(args)), resume["loop_state"]["logged_rows"] if resume else None) \
         if writer else []
-    loop = FitLoop(LoopConfig.from_args(args), optimization, loaders.train_loader(args.batch_size),
-                   loaders.val_loader(args.batch_size),
-                   EarlyStopping("dev_loss", patience=args.patience, min_delta=args.min_delta), checkpoint,
-                   saver(dict(vars(args)), writer), loggers, ProgressBar(enabled=writer), say)
+    loop = FitLoop(LoopConfig.from_args(args), optimization,
+                   loaders.train_loader(args.batch_size), loaders.val_loader(args.batch_size),
+                   EarlyStopping("dev_loss", patience=args.patience, min_delta=args.min_delta),
+                   checkpoint, saver(dict(vars(args)), writer),
+                   loggers, ProgressBar(enabled=writer), say)
     if resume is not None:
         restore_checkpoint(loop, resume, resume_path, process.rank)
         say(f"resumed from {resume_path}: epoch {loop.position.epoch}, step {loop.position.global_step}, "

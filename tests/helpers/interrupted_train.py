@@ -117,6 +117,6 @@ elif KIND == "save":
         return handle
 
     builtins.open = open_
-from shared.errors import exit_on_user_error  # noqa: E402
+from shared.errors import exit_on_user_error
 
 exit_on_user_error(lambda: train.main(ARGV))()
