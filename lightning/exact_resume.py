@@ -21,13 +21,13 @@ import signal
 import threading
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torchmetrics import Metric
 
+from shared.checkpoint_file import CheckpointError
 from shared.errors import Interrupted
 from shared.rng_state import collect_rng_states, restore_rng_states
 
@@ -37,46 +37,59 @@ def exact_resume_callbacks(output_dir: Path, checkpoint: ModelCheckpoint, every_
     return [ExactResume(), KeepLoggedRows(output_dir / "metrics.csv"), *step_checkpoint, StopOnSignal(checkpoint)]
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+def _gather(obj) -> list:
+    """Every rank's `obj`, in rank order (one element in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 class ExactResume(Callback):
-    """RNG states of every rank and the module's partial epoch metrics (torchmetrics), saved with each checkpoint;
+    """Every rank's RNG states and partial epoch metrics (the module's torchmetrics), saved with each checkpoint;
     restored at once for a checkpoint taken between epochs, or at the first resumed batch for one taken mid-epoch
-    (after the resumed epoch's loader drew its order, as the interrupted run's had)."""
+    (after the resumed epoch's loader drew its order, as the interrupted run's had). It also keeps the train
+    loader's count of trained batches current, for the loader's own state."""
 
     def __init__(self):
         self.batches_trained = 0
-        self._module: torch.nn.Module | None = None
+        self._trainer = self._module = None
         self._pending: dict | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self._module = pl_module
+        self._trainer, self._module = trainer, pl_module
 
     def _metrics(self) -> dict[str, Metric]:
         return {name: m for name, m in self._module.named_modules() if isinstance(m, Metric)} if self._module else {}
 
     def state_dict(self) -> dict:
-        states = [collect_rng_states()]  # Lightning builds a checkpoint on every rank; rank 0 writes it
-        if dist.is_available() and dist.is_initialized():
-            states = [None] * dist.get_world_size()
-            dist.all_gather_object(states, collect_rng_states())
-        metrics = {name: {key: value.clone() for key, value in metric.metric_state.items()}
+        metrics = {name: {key: value.detach().cpu().clone() for key, value in metric.metric_state.items()}
                    for name, metric in self._metrics().items()} if self.batches_trained else {}
-        return {"rng_states": states, "mid_epoch": self.batches_trained > 0, "metrics": metrics}
+        # Lightning builds the checkpoint on every rank and writes rank 0's: gather what differs between ranks
+        ranks = _gather({"rng": collect_rng_states(), "metrics": metrics})
+        return {"rng_states": [rank["rng"] for rank in ranks], "metric_states": [rank["metrics"] for rank in ranks],
+                "mid_epoch": self.batches_trained > 0,
+                "should_stop": bool(self._trainer and self._trainer.should_stop)}  # early stopping had decided
 
     def load_state_dict(self, state: dict) -> None:
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if len(state["rng_states"]) != world_size:
+            raise CheckpointError(f"--resume: the checkpoint was written by {len(state['rng_states'])} process(es); "
+                                  f"resume it with the same --devices")
         self._pending = state
+        if self._trainer is not None:
+            self._trainer.should_stop = state["should_stop"]
         if not state["mid_epoch"]:
             self._restore()
 
     def _restore(self) -> None:
         state, self._pending = self._pending, None
-        restore_rng_states(state["rng_states"][_rank()])
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        restore_rng_states(state["rng_states"][rank])
         for name, metric in self._metrics().items():
-            for key, value in state["metrics"].get(name, {}).items():
-                setattr(metric, key, value)
+            for key, value in state["metric_states"][rank].get(name, {}).items():
+                setattr(metric, key, value.to(metric.device))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._pending is not None:
@@ -102,9 +115,10 @@ class StepCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx + 1 < trainer.num_training_batches:
+            # Both write one last.ckpt: the monitoring one, whose state goes into it, must know the file as its own
+            # (or it would write last-v1.ckpt beside it after a resume).
+            self.monitoring.last_model_path = str(Path(self.dirpath) / "last.ckpt")
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-            # Both write one last.ckpt: the monitoring one must take it for its own, not version it last-v1.ckpt.
-            self.monitoring.last_model_path = self.last_model_path or self.monitoring.last_model_path
 
     def on_train_end(self, trainer, pl_module) -> None:
         pass  # a last.ckpt at the end of training is the monitoring ModelCheckpoint's
@@ -136,11 +150,12 @@ class KeepLoggedRows(Callback):
 
 
 class StopOnSignal(Callback):
-    """Ctrl-C and SIGTERM only set a flag; at the next batch boundary every rank stops (the decision is reduced
-    over ranks) after saving last.ckpt. Not after an epoch's last batch: that epoch's end and checkpoints come
-    first, and the run stops one batch into the next epoch, or after fit."""
+    """Ctrl-C and SIGTERM only set a flag; at the next batch after which the optimizer stepped, every rank stops
+    (the decision is reduced over ranks) after saving last.ckpt. Not after an epoch's last batch: that epoch's
+    end and checkpoints come first, and the run stops one step into the next epoch, or once training is over."""
 
     def __init__(self, checkpoint: ModelCheckpoint):
+        self.checkpoint = checkpoint
         self.last_checkpoint = str(Path(checkpoint.dirpath) / "last.ckpt")
         self.received: int | None = None
         self._stop_after_fit = False
@@ -157,21 +172,25 @@ class StopOnSignal(Callback):
             signal.signal(signum, handler)
         self._previous_handlers = {}
 
-    def _signalled(self, trainer) -> bool:
-        return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+    def _save_if_signalled(self, trainer) -> bool:
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return False
+        self.checkpoint.last_model_path = self.last_checkpoint  # the monitoring ModelCheckpoint's last.ckpt
+        trainer.save_checkpoint(self.last_checkpoint)  # on every rank, as Lightning's saves are
+        return True
 
     def _interrupted(self, trainer) -> Interrupted:
         return Interrupted(self.received or signal.SIGTERM, trainer.current_epoch, trainer.global_step,
                            self.last_checkpoint, announce=trainer.is_global_zero)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx + 1 < trainer.num_training_batches and self._signalled(trainer):
-            trainer.save_checkpoint(self.last_checkpoint)  # on every rank, as Lightning's saves are
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0  # gradients are not in checkpoints
+        if stepped and batch_idx + 1 < trainer.num_training_batches and self._save_if_signalled(trainer):
             raise self._interrupted(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._restore_handlers()
-        self._stop_after_fit = self._signalled(trainer)  # after the last batch: last.ckpt is already complete
+        self._stop_after_fit = self._save_if_signalled(trainer)  # training is over: resuming goes to the test
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self._stop_after_fit:

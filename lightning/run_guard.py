@@ -7,7 +7,7 @@ multi-line warnings.
 from __future__ import annotations
 
 import math
-import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from shared.run_dir import prepare_output_dir, resolve_resume_path
 
 class RunGuard:
     def __init__(self, args):
-        self.started = time.perf_counter()
         self.args = args
         self.output_dir = Path(args.output_dir)
         self.is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher are not
@@ -57,19 +56,28 @@ class RunGuard:
 
     @contextmanager
     def one_line_errors(self):
-        """Around building the Trainer and fitting: the user's mistakes and out-of-memory in one line."""
+        """Around building the Trainer, the batch-size search and fit: an impossible device request, the Tuner's
+        refusal under DDP and out-of-memory in one line each; any other error as it is."""
         try:
             yield
-        except MisconfigurationException as error:  # an impossible device request: no GPU, too many GPUs
+        except MisconfigurationException as error:
+            if not _raised_in(error, "accelerator_connector.py"):  # not about devices: no GPU, too many GPUs
+                raise
             raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
         except ValueError as error:
-            if str(error).startswith("Tuning the batch size"):  # the Tuner refuses DDP
-                raise UserError(f"--auto-batch-size: {error} Run the search with --devices 1") from None
-            raise
+            if not _raised_in(error, "tuning.py"):
+                raise
+            raise UserError(f"--auto-batch-size: {error} Run the search with --devices 1") from None
         except RuntimeError as error:
             if is_oom_error(error):
                 raise out_of_memory_error(self.args.batch_size) from None
             raise
+
+
+def _raised_in(error: BaseException, filename: str) -> bool:
+    """Whether Lightning's module `filename` is on the error's traceback."""
+    return any(Path(frame.filename).name == filename and "pytorch_lightning" in frame.filename
+               for frame in traceback.extract_tb(error.__traceback__))
 
 
 class _Checks(Callback):
@@ -82,6 +90,7 @@ class _Checks(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit" and self.guard.resume is not None:
             check_weights_fit(pl_module.model, self.guard.resume, self.guard.ckpt_path)
+            self.guard.resume = None  # checked: Lightning reads the file itself
 
     def on_fit_start(self, trainer, pl_module) -> None:
         limit = trainer.limit_train_batches

@@ -9,6 +9,7 @@ the repository root: `python lightning/train.py --help` (the same command line a
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 # As in vanilla/train.py: the repository root on the path instead of this folder, so that `shared` imports as a
@@ -118,9 +119,10 @@ def single_device_tester(trainer: pl.Trainer) -> pl.Trainer:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    started = time.perf_counter()
     args = parse_args(PROG, DEFAULT_OUTPUT_DIR, argv)
+    output_dir = Path(args.output_dir)
     guard = RunGuard(args)  # run directory and its lock, --resume checks, `dp`, one-line errors (run_guard.py)
-    output_dir = guard.output_dir
 
     pl.seed_everything(args.seed, verbose=False)
     data = prepare_data(args, output_dir, save_tokenizer=guard.is_rank_zero)
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     tester.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     report = write_test_report(output_dir, data.test.examples, module.generated, ckpt_path)
     export_pretrained(module.model, data.tokenizer, output_dir / "export")
-    print(end_lines(report, ckpt_path, output_dir / "export", guard.started))
+    print(end_lines(report, ckpt_path, output_dir / "export", started))
     return report
 
 

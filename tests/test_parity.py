@@ -264,16 +264,17 @@ def test_ddp_on_two_cpu_processes_gives_equal_weights(ddp_runs):
 @pytest.mark.ddp
 def test_ddp_killed_and_resumed_equals_the_other_trainers_uninterrupted_run(ddp_runs, tiny_data, tmp_path):
     """Lightning on two ranks under torchrun, both killed (os._exit) after step 11; last.ckpt is the step-8 save,
-    one batch into epoch 1. Resumed with its own launcher, it ends where vanilla's uninterrupted run ends.
+    one batch into epoch 1. Resumed with its own launcher, it ends where vanilla's uninterrupted run ends. With a
+    loader worker per rank: a DistributedSampler must be set to the resumed epoch before the worker reads it.
     (vanilla's own kill and resume under DDP is tests/test_ddp.py's.)"""
     resumed = tmp_path / "lightning-resumed"
+    args = (*DDP_ARGS, "--num-workers", "1")
     killed = run_process("-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                         "tests/helpers/interrupted_train.py", "lightning", "11", *tiny_args(tiny_data, resumed,
-                                                                                               *DDP_ARGS))
+                         "tests/helpers/interrupted_train.py", "lightning", "11", *tiny_args(tiny_data, resumed, *args))
     assert killed.returncode != 0
     last = load(resumed / "checkpoints" / "last.ckpt")
     assert (last["global_step"], last["epoch"], last["callbacks"]["ExactResume"]["mid_epoch"]) == (8, 1, True)
-    result = run_process("lightning/train.py", *tiny_args(tiny_data, resumed, *DDP_ARGS, "--resume", "last"))
+    result = run_process("lightning/train.py", *tiny_args(tiny_data, resumed, *args, "--resume", "last"))
     assert result.returncode == 0, result.stderr[-3000:]
     v = ddp_runs["vanilla"]
     same = weights_equal(resumed / "checkpoints" / "last.ckpt", v / "checkpoints" / "last.ckpt")

@@ -78,10 +78,8 @@ def restore_checkpoint(loop: FitLoop, checkpoint: dict, path, rank: int) -> None
         state, rng_states = checkpoint["loop_state"], checkpoint["rng_states"]
     except (KeyError, IndexError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot resume from it ({type(error).__name__}: {error})") from None
-    if state["world_size"] != len(ddp.gather_objects(None)):
+    if state["world_size"] != ddp.world_size():
         raise CheckpointError(f"{path}: was written by {state['world_size']} process(es); resume it with the same "
                               f"--devices")
-    if state["batches_done"] and not state["epoch_finished"] and state["batch_size"] != loop.train_loader.batch_size:
-        raise CheckpointError(f"{path}: was saved mid-epoch at batch size {state['batch_size']}; resume it with "
-                              f"--batch-size {state['batch_size']}")
-    loop.load_state_dict(state, rng_states[rank])
+    loop.load_state_dict(state)
+    loop.restore_rng_at_resume(rng_states[rank])

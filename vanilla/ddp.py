@@ -69,11 +69,12 @@ def launch_local_ranks(script: str, argv: list[str], world_size: int) -> list[su
 
 
 def wait_for(children: list[subprocess.Popen], failed: bool) -> int:
-    """Wait for the other ranks (stopping them if this one failed); the worst exit status wins."""
+    """Wait for the other ranks (killing them if this one failed: they may be blocked in a collective with it, and
+    would take SIGTERM for a request to stop gracefully at the next batch); the worst exit status wins."""
     status = 0
     for child in children:
         if failed and child.poll() is None:
-            child.terminate()
+            child.kill()
         status = max(status, abs(child.wait()))
     return status
 
@@ -135,6 +136,10 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.clone()
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def gather_objects(obj) -> list:

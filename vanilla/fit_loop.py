@@ -74,21 +74,24 @@ class FitLoop:
     loggers: list = field(default_factory=list)
     progress: ProgressBar = field(default_factory=lambda: ProgressBar(enabled=False))
     say: Callable[[str], None] = print
-    position: LoopPosition = field(default_factory=LoopPosition)
-    stop_reason: str | None = None
-    signals: SignalConnector = field(default_factory=SignalConnector)
-    _pending_rng: dict | None = None  # a resumed run's RNG, applied once the resumed epoch's iterator exists
+    position: LoopPosition = field(default_factory=LoopPosition, init=False)
+    stop_reason: str | None = field(default=None, init=False)
+    signals: SignalConnector = field(default_factory=SignalConnector, init=False)
+    _pending_rng: dict | None = field(default=None, init=False)  # a resumed run's, set once its order is drawn
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {**asdict(self.position), "train_loader": self.train_loader.state_dict(),
-                "batch_size": self.train_loader.batch_size}
+        return {**asdict(self.position), "train_loader": self.train_loader.state_dict()}
 
-    def load_state_dict(self, state: dict, rng_states: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.position = LoopPosition(**{name: state[name] for name in LoopPosition.__dataclass_fields__})
         self.train_loader.load_state_dict(state["train_loader"])
         self.stop_reason = self.early_stopping.stopping_reason_message if self.position.should_stop else None
-        self._pending_rng = rng_states
+
+    def restore_rng_at_resume(self, states: dict) -> None:
+        """Put this rank's generators back where the checkpoint was taken: between epochs, before the next one;
+        mid-epoch, once the resumed epoch's loader has drawn its order."""
+        self._pending_rng = states
 
     def _restore_pending_rng(self) -> None:
         if self._pending_rng is not None:
@@ -109,7 +112,7 @@ class FitLoop:
                     self._restore_pending_rng()
                 self.train_epoch()
                 self.on_epoch_end(self.validate())
-            self._stop_if_signalled(save=False)  # a signal after the last batch: last.ckpt is already complete
+            self._stop_if_signalled()  # a signal after the last batch: resuming goes straight to the test phase
 
     @property
     def model(self) -> torch.nn.Module:
@@ -119,12 +122,11 @@ class FitLoop:
     def device(self) -> torch.device:
         return self.optimization.strategy.device
 
-    def _stop_if_signalled(self, save: bool = True) -> None:
+    def _stop_if_signalled(self) -> None:
         received = self.signals.received
         if not ddp.reduce_any(received is not None, self.device):  # every rank stops at one batch
             return
-        if save:
-            self.save_last()
+        self.save_last()
         pos = self.position
         raise Interrupted(received or signal.SIGTERM, pos.epoch, pos.global_step, self.checkpoint.last_model_path,
                           announce=self.optimization.strategy.is_global_zero)
@@ -157,8 +159,12 @@ class FitLoop:
         for batch_idx in range(pos.batches_done, num_batches):
             batch = next(batches)
             self._restore_pending_rng()  # resumed: once the loader drew the epoch's order, as the interrupted run had
-            self.progress.advance(self.training_step(batch, batch_idx, num_batches))
-            if batch_idx + 1 < num_batches:  # after the last batch, the epoch's end (and its checkpoint) comes first
+            loss = self.training_step(batch, batch_idx, num_batches)
+            self.progress.advance(loss)
+            # Stop on a signal only where the optimizer just stepped (gradients are not in checkpoints), and not after
+            # the epoch's last batch: the epoch's end and its checkpoint come first.
+            stepped = (batch_idx + 1) % self.optimization.accumulate_grad_batches == 0
+            if stepped and batch_idx + 1 < num_batches:
                 self._stop_if_signalled()
 
     def training_step(self, batch: dict, batch_idx: int, num_batches: int) -> float:

@@ -96,12 +96,14 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
                    EarlyStopping("dev_loss", patience=args.patience, min_delta=args.min_delta),
                    checkpoint, saver(dict(vars(args)), writer),
                    loggers, ProgressBar(enabled=writer), say)
-    if resume is not None:
+    resuming = resume is not None
+    if resuming:
         restore_checkpoint(loop, resume, resume_path, process.rank)
+        resume = None  # restored: the run does not keep a second copy of the weights
         say(f"resumed from {resume_path}: epoch {loop.position.epoch}, step {loop.position.global_step}, "
             f"{loop.position.batches_done} batches into the epoch")
     try:
-        loop.run(sanity_check=resume is None)
+        loop.run(sanity_check=not resuming)
     except RuntimeError as error:
         if is_oom_error(error):
             raise out_of_memory_error(args.batch_size) from None
