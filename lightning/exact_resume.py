@@ -4,14 +4,15 @@
 random number generators nor the position inside an epoch (the Lightning tracker's #17543 and #18780): resumed
 mid-epoch, a shuffled DataLoader starts a fresh shuffle and dropout draws other masks. Lightning offers the hooks
 to add both, and the callbacks below use them (`exact_resume_callbacks` lists them for the Trainer):
-- `ExactResume`: every rank's RNG state and the partial epoch metrics in the checkpoint (a callback's
-  `state_dict`, which Lightning saves itself), put back where the checkpoint was taken; it keeps the train
-  loader's position current (`shared.resumable_loader.ResumableDataLoader`, whose state Lightning saves);
+- `ExactResume`: every rank's RNG state and partial epoch metrics, and early stopping's decision, in the
+  checkpoint (a callback's `state_dict`, which Lightning saves itself), put back where the checkpoint was taken;
+  it keeps the train loader's position current (`shared.resumable_loader.ResumableDataLoader`, whose state
+  Lightning saves with its loops);
 - `StepCheckpoint`: last.ckpt every N optimizer steps, for resuming mid-epoch;
-- `KeepLoggedRows`: Lightning's CSVLogger deletes metrics.csv when it starts; on resume, the rows of what the
-  checkpoint had finished are logged again;
-- `StopOnSignal`: Ctrl-C and SIGTERM end the run at a batch boundary with a resumable last.ckpt (Lightning's own
-  SIGTERM handling stops after a batch without saving one, and Ctrl-C stops it wherever it is).
+- `KeepLoggedRows`: Lightning's CSVLogger deletes metrics.csv when fit starts; on resume, the rows logged before
+  the checkpoint are logged again;
+- `StopOnSignal`: Ctrl-C and SIGTERM end the run after the next optimizer step with a resumable last.ckpt
+  (Lightning's own SIGTERM handling stops after a batch without saving one, and Ctrl-C stops it wherever it is).
 """
 
 from __future__ import annotations
