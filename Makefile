@@ -27,7 +27,7 @@ test: $(STAMP)
 # Only the parity suite (vanilla/ against lightning/, bit for bit); prints the report and writes it, with the
 # loss-curve plot, to docs/parity/; then the pages that quote it.
 parity: $(STAMP)
-	$(PY) -m pytest -m parity --parity-report docs/parity
+	$(PY) -m pytest -m parity --parity-report=docs/parity
 	$(PY) scripts/make_docs.py
 
 # The benchmarks (bench/, pytest-benchmark), then bench/results.md and bench/results.png from their JSON.
