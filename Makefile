@@ -15,9 +15,9 @@ $(STAMP): requirements.txt
 	touch $@
 
 # The main job on the embedded synthetic data, once per trainer (train, stop early, test the best checkpoint,
-# export), then the two runs side by side.
+# export), each in a new version directory under runs/, then the two runs side by side.
 demo: $(STAMP)
-	$(PY) scripts/compare_runs.py --overwrite
+	$(PY) scripts/compare_runs.py
 
 # The linter, then the whole suite.
 test: $(STAMP)

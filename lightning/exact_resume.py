@@ -126,28 +126,40 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 class KeepLoggedRows(Callback):
-    """Lightning's CSVLogger deletes metrics.csv when fit starts. Read it before (when the Trainer is built); on
-    resume, log again the rows logged before the checkpoint (a row's `step` is below the checkpoint's
-    global step), and drop those the interrupted run logged after it."""
+    """Lightning's CSVLogger deletes metrics.csv when fit starts. This reads it before (when the Trainer is built)
+    and keeps a copy beside it until its rows are safe again: on resume, the rows logged before the checkpoint
+    (a row's `step` is below the checkpoint's global step) are logged again, those the interrupted run logged
+    after it are dropped; if fit fails before that (a refused checkpoint, say), the file is put back as it was."""
 
     def __init__(self, metrics_csv: Path):
-        self._rows: list[dict] = []
-        if metrics_csv.is_file():
-            with open(metrics_csv, newline="") as handle:
-                self._rows = list(csv.DictReader(handle))
+        self.path, self.backup = metrics_csv, metrics_csv.with_name(f".{metrics_csv.name}.before-resume")
+        source = metrics_csv if metrics_csv.is_file() else self.backup  # a copy left by a run killed in between
+        self._text = source.read_bytes() if source.is_file() else None
+        self._rows = list(csv.DictReader(self._text.decode().splitlines())) if self._text else []
+        if self._text is not None and source is metrics_csv:
+            self.backup.write_bytes(self._text)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self._rows = [row for row in self._rows if int(row["step"]) < checkpoint["global_step"]]
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer, pl_module) -> None:  # after the restore; also when no training is left
         logger = next((logger for logger in trainer.loggers if isinstance(logger, CSVLogger)), None)
-        if trainer.ckpt_path is None or logger is None or not self._rows:
+        if trainer.ckpt_path is None or logger is None or self._text is None:
             return
         for row in self._rows:
             logger.log_metrics({key: int(value) if key == "epoch" else float(value)
                                 for key, value in row.items() if value != "" and key != "step"}, step=int(row["step"]))
         logger.save()
-        self._rows = []
+        self._done()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self._text is not None and trainer.is_global_zero:
+            self.path.write_bytes(self._text)
+            self._done()
+
+    def _done(self) -> None:
+        self._text, self._rows = None, []
+        self.backup.unlink(missing_ok=True)
 
 
 class StopOnSignal(Callback):

@@ -1,7 +1,7 @@
 """What the Lightning twin adds around the Trainer so that a command line behaves as in every trainer here, where
-Lightning alone would not: one run per output directory (with its lock), a checked `--resume` checkpoint, the
-seed's `strategy="dp"` (removed in Lightning 2.0), and one-line errors and notices instead of tracebacks and
-multi-line warnings.
+Lightning alone would not: a run directory of its own (a new version, or --output-dir, with its lock), a checked
+`--resume` checkpoint, the seed's `strategy="dp"` (removed in Lightning 2.0), and one-line errors and notices
+instead of tracebacks and multi-line warnings.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ from pytorch_lightning.utilities.memory import is_oom_error
 from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
 from shared.cli import check_data_parallel, precision_for
 from shared.errors import UserError, no_training_batches_error, out_of_memory_error
-from shared.run_dir import prepare_output_dir, resolve_resume_path
+from shared.run_dir import prepare_output_dir, resolve_resume_path, run_directory
 
 
 class RunGuard:
-    def __init__(self, args):
+    def __init__(self, args, trainer: str):
         self.args = args
-        self.output_dir = Path(args.output_dir)
         self.is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher are not
+        self.output_dir = run_directory(args, trainer, rank_zero_only.rank)
+        args.output_dir = str(self.output_dir)  # the run's settings (hparams.yaml) say where it went
         if self.is_rank_zero:
             prepare_output_dir(self.output_dir, args.resume, args.overwrite)
         self.ckpt_path = resolve_resume_path(self.output_dir, args.resume) if args.resume else None

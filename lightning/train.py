@@ -44,7 +44,7 @@ from shared.resumable_loader import ResumableDataLoader
 from shared.summary import end_lines, start_line
 
 PROG = "lightning/train.py"
-DEFAULT_OUTPUT_DIR = "runs/lightning"
+TRAINER = "lightning"  # its runs go to runs/lightning/version_N unless told otherwise
 
 
 class QGDataModule(pl.LightningDataModule):
@@ -120,9 +120,9 @@ def single_device_tester(trainer: pl.Trainer) -> pl.Trainer:
 
 def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
-    args = parse_args(PROG, DEFAULT_OUTPUT_DIR, argv)
-    output_dir = Path(args.output_dir)
-    guard = RunGuard(args)  # run directory and its lock, --resume checks, `dp`, one-line errors (run_guard.py)
+    args = parse_args(PROG, TRAINER, argv)
+    guard = RunGuard(args, TRAINER)  # run directory and its lock, --resume checks, `dp`, one-line errors
+    output_dir = guard.output_dir  # runs/lightning/version_N, or --output-dir
 
     pl.seed_everything(args.seed, verbose=False)
     data = prepare_data(args, output_dir, save_tokenizer=guard.is_rank_zero)

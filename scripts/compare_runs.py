@@ -1,10 +1,12 @@
 """Run both trainers with the same command line and print what each did, side by side (`make demo`).
 
-    python scripts/compare_runs.py [--output-root runs] [TRAINER ARGS ...]
+    python scripts/compare_runs.py [--runs-root runs] [TRAINER ARGS ...]   train both, then compare
+    python scripts/compare_runs.py --compare [RUN RUN]                     compare runs already made
 
-Each trainer writes to OUTPUT_ROOT/vanilla and OUTPUT_ROOT/lightning; the summary is read back from the
-artifacts they leave (metrics.csv, hparams.yaml, checkpoints, test_metrics.json), and the exit status is 1 when
-the two runs disagree on anything the table compares.
+Training, each trainer gets a new version directory (RUNS_ROOT/vanilla/version_N, RUNS_ROOT/lightning/version_M).
+With --compare, two run directories are compared as they are; with none named, the latest version of each
+trainer. The summary is read back from the artifacts the runs leave (metrics.csv, hparams.yaml, checkpoints,
+test_metrics.json), and the exit status is 1 when the two runs disagree on anything the table compares.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from shared.run_dir import new_version, versions
+
 TRAINERS = ("vanilla", "lightning")
 
 
@@ -34,7 +39,7 @@ def run_trainer(name: str, output_dir: Path, trainer_args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def summarise(output_dir: Path, wall_time: float) -> dict:
+def summarise(output_dir: Path, wall_time: float | None) -> dict:
     with open(output_dir / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     dev = [(int(r["epoch"]), float(r["dev_loss"])) for r in rows if r.get("dev_loss")]
@@ -42,7 +47,7 @@ def summarise(output_dir: Path, wall_time: float) -> dict:
     last_epoch = dev[-1][0]
     report = json.loads((output_dir / "test_metrics.json").read_text())
     return {
-        "wall time": f"{wall_time:.1f} s",
+        "wall time": f"{wall_time:.1f} s" if wall_time is not None else "-",
         "epochs run": str(last_epoch + 1),
         "stopped": f"early, after epoch {last_epoch}" if last_epoch + 1 < max_epochs else "max_epochs reached",
         "final dev_loss": f"{dev[-1][1]:.6f}",
@@ -77,14 +82,26 @@ def print_table(summaries: dict[str, dict], weights_equal: bool) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-root", type=Path, default=REPO / "runs")
+    parser.add_argument("--runs-root", type=Path, default=Path("runs"),
+                        help="where the trainers' version directories go (default: runs)")
+    parser.add_argument("--compare", nargs="*", type=Path, metavar="RUN",
+                        help="compare two runs already made (default: the latest version of each trainer)")
     args, trainer_args = parser.parse_known_args(argv)
-    summaries = {}
-    for name in TRAINERS:
-        wall_time = run_trainer(name, args.output_root / name, trainer_args)
-        summaries[name] = summarise(args.output_root / name, wall_time)
-    weights_equal = same_weights(args.output_root / "vanilla", args.output_root / "lightning")
-    return 0 if print_table(summaries, weights_equal) else 1
+    if args.compare is not None:
+        if trainer_args or len(args.compare) not in (0, 2):
+            raise SystemExit("error: --compare takes two run directories, or none for each trainer's latest version")
+        runs = dict(zip(TRAINERS, args.compare, strict=True)) if args.compare else \
+            {name: (versions(args.runs_root / name) or [None])[-1] for name in TRAINERS}
+        missing = [name for name, run in runs.items() if run is None or not (run / "metrics.csv").is_file()]
+        if missing:
+            raise SystemExit(f"error: no finished {' or '.join(missing)} run to compare under {args.runs_root}")
+        wall_times = dict.fromkeys(TRAINERS)
+    else:
+        runs = {name: new_version(args.runs_root / name) for name in TRAINERS}
+        wall_times = {name: run_trainer(name, runs[name], trainer_args) for name in TRAINERS}
+    summaries = {name: summarise(runs[name], wall_times[name]) for name in TRAINERS}
+    print(f"\nvanilla: {runs['vanilla']}\nlightning: {runs['lightning']}")
+    return 0 if print_table(summaries, same_weights(runs["vanilla"], runs["lightning"])) else 1
 
 
 if __name__ == "__main__":

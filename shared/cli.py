@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from shared.errors import UserError
 from shared.model import MODEL_SIZES
@@ -58,7 +59,7 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def build_parser(prog: str, default_output_dir: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, trainer: str) -> argparse.ArgumentParser:
     parser = _OneLineErrorParser(
         prog=prog,
         description="Train a question-generation model (highlighted SQuAD paragraph -> question), validate each "
@@ -86,9 +87,12 @@ def build_parser(prog: str, default_output_dir: str) -> argparse.ArgumentParser:
     model.add_argument("--num-beams", type=_positive_int, default=4, help="beam width for test-time generation")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--output-dir", default=default_output_dir,
-                       help="where checkpoints/, metrics.csv, hparams.yaml, tensorboard/, predictions and the "
-                            "exported model go")
+    train.add_argument("--output-dir",
+                       help="an exact place for the run: checkpoints/, metrics.csv, hparams.yaml, tensorboard/, "
+                            f"predictions and the exported model (default: a new runs/{trainer}/version_N, the next "
+                            "free N, as Lightning's loggers version their runs)")
+    train.add_argument("--name",
+                       help=f"keep the run's versions under runs/NAME/ instead of runs/{trainer}/")
     train.add_argument("--max-epochs", type=_positive_int, default=8, help="upper bound on training epochs")
     train.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (per process)")
     train.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
@@ -112,7 +116,8 @@ def build_parser(prog: str, default_output_dir: str) -> argparse.ArgumentParser:
     stop.add_argument("--checkpoint-every-n-steps", type=_non_negative_int, default=0,
                       help="also write last.ckpt every N optimizer steps, for mid-epoch resume (0: off)")
     stop.add_argument("--resume", metavar="PATH|last",
-                      help="continue from a checkpoint; 'last' means <output-dir>/checkpoints/last.ckpt")
+                      help="continue from a checkpoint; 'last': the latest version's last.ckpt (with --output-dir, "
+                           "that directory's), a PATH: that checkpoint, in the run it belongs to")
     stop.add_argument("--overwrite", action="store_true",
                       help="replace a finished or abandoned run in --output-dir (without it, a directory that "
                            "already holds a run is refused, so nothing is overwritten by accident)")
@@ -148,10 +153,19 @@ def check_data_parallel(cuda: bool) -> None:
                         "(use --strategy ddp for several CPU processes)")
 
 
-def parse_args(prog: str, default_output_dir: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    args = build_parser(prog, default_output_dir).parse_args(argv)
+def parse_args(prog: str, trainer: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`trainer` ("vanilla", "lightning"): where its runs go by default, runs/<trainer>/version_N."""
+    args = build_parser(prog, trainer).parse_args(argv)
     if args.resume is not None and args.overwrite:
         raise UserError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")
+    if args.overwrite and args.output_dir is None:
+        raise UserError("--overwrite replaces the run in --output-dir: without --output-dir every run gets a new "
+                        "version directory, and nothing is overwritten")
+    if args.name is not None and args.output_dir is not None:
+        raise UserError("--name keeps the run's versions under runs/NAME/ and --output-dir gives an exact place: "
+                        "give one of them")
+    if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name.startswith(".")):
+        raise UserError(f"--name {args.name!r}: a folder name under runs/, without '/' or a leading '.'")
     if args.model is not None and args.model_size != "small":
         raise UserError("--model-size sets the size of a model trained from scratch; it cannot be used with --model")
     return args

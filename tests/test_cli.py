@@ -14,8 +14,8 @@ ENV = dict(os.environ, PYTHONWARNINGS="ignore")
 
 
 def vanilla(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "vanilla/train.py", *args], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, str(REPO / "vanilla" / "train.py"), *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=300)
 
 
 def assert_one_line_error(result, *fragments):
@@ -66,9 +66,21 @@ def test_malformed_json_is_one_line(tiny_data, tmp_path):
     (["--resume", "last", "--overwrite"], ["--resume", "--overwrite"]),
     (["--devices", "0"], ["--devices"]),
     (["--train-file", "x.json"], ["--dev-file is missing"]),
+    (["--name", "exp"], ["--name", "--output-dir", "give one of them"]),
 ])
 def test_impossible_requests_are_one_line(tmp_path, args, fragments):
     assert_one_line_error(vanilla("--output-dir", str(tmp_path / "out"), *args), *fragments)
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("args, fragments", [
+    (["--overwrite"], ["--overwrite", "new version directory"]),
+    (["--name", "a/b"], ["--name 'a/b'", "folder name"]),
+    (["--resume", "last"], ["--resume last: no run under runs/vanilla has a checkpoint"]),
+])
+def test_run_directory_requests_are_one_line(tmp_path, args, fragments):
+    assert_one_line_error(vanilla(*args, cwd=tmp_path), *fragments)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("version_*"))
 
 
 @pytest.mark.fault

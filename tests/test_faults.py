@@ -14,6 +14,7 @@ import builtins
 import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -278,6 +279,20 @@ def test_a_bad_checkpoint_is_one_line_naming_the_file(tiny_data, tmp_path, bad_c
     assert str(path) in message and "\n" not in message
     if kind == "other model":
         assert "model configuration" in message
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_a_refused_resume_keeps_what_the_run_wrote(tiny_data, tmp_path, straight_runs, trainer):
+    """Resumed with another model configuration (a smaller vocabulary), the run is refused in one line; its
+    metrics.csv -- which Lightning's CSVLogger deletes when fit starts -- and checkpoints are as they were."""
+    out = tmp_path / "run"
+    shutil.copytree(straight_runs[trainer], out)
+    before = {path.relative_to(out): path.read_bytes() for path in [out / "metrics.csv",
+                                                                   *(out / "checkpoints").iterdir()]}
+    with pytest.raises(UserError, match="weights do not fit this model configuration"):
+        run(trainer, tiny_data, out, "--resume", "last", "--vocab-size", "300")
+    assert {path: (out / path).read_bytes() for path in before} == before
+    assert not list(out.glob(".metrics.csv.*"))  # no copy left behind
 
 
 # ---------------------------------------------------------------- impossible flags, the same in both

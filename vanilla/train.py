@@ -13,6 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] in ("", str(Path(__file__).resolve().parent)):
     sys.path[0] = str(REPO_ROOT)
 
+import os
 import time
 
 import torch
@@ -23,7 +24,7 @@ from shared.errors import UserError, exit_on_user_error, out_of_memory_error
 from shared.export import export_pretrained
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
-from shared.run_dir import prepare_output_dir, resolve_resume_path
+from shared.run_dir import prepare_output_dir, resolve_resume_path, run_directory
 from shared.summary import end_lines, start_line
 from vanilla import ddp
 from vanilla.accelerator import Hardware, resolve_hardware
@@ -42,7 +43,7 @@ from vanilla.seed import seed_everything
 from vanilla.strategy import connect
 
 PROG = "vanilla/train.py"
-DEFAULT_OUTPUT_DIR = "runs/vanilla"
+TRAINER = "vanilla"  # its runs go to runs/vanilla/version_N unless told otherwise
 
 
 def configure_optimizers(model: torch.nn.Module, args):
@@ -89,8 +90,7 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         args.batch_size = search_batch_size(optimization, loaders, args, say)
 
     checkpoint = ModelCheckpoint(output_dir / "checkpoints", save_top_k=args.save_top_k, is_writer=writer)
-    loggers = open_loggers(output_dir, dict(vars(args)), resume["loop_state"]["logged_rows"] if resume else None) \
-        if writer else []
+    loggers: list = []  # opened once a resumed run's checkpoint is restored: a refused one changes no file
     loop = FitLoop(LoopConfig.from_args(args), optimization,
                    loaders.train_loader(args.batch_size), loaders.val_loader(args.batch_size),
                    EarlyStopping("dev_loss", patience=args.patience, min_delta=args.min_delta),
@@ -102,6 +102,8 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         resume = None  # restored: the run does not keep a second copy of the weights
         say(f"resumed from {resume_path}: epoch {loop.position.epoch}, step {loop.position.global_step}, "
             f"{loop.position.batches_done} batches into the epoch")
+    if writer:
+        loggers += open_loggers(output_dir, dict(vars(args)), loop.position.logged_rows if resuming else None)
     try:
         loop.run(sanity_check=not resuming)
     except RuntimeError as error:
@@ -131,8 +133,9 @@ def test_phase(args, model, data, checkpoint: ModelCheckpoint, precision: Precis
 
 def main(argv: list[str] | None = None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(PROG, DEFAULT_OUTPUT_DIR, argv)
+    args = parse_args(PROG, TRAINER, argv)
     hardware = resolve_hardware(args.accelerator, args.devices, args.strategy)
+    args.output_dir = str(run_directory(args, TRAINER, rank=int(os.environ.get("RANK", "0"))))
     if hardware.strategy == "ddp":
         return ddp.run_ranks(str(Path(__file__).resolve()), argv, hardware.devices,
                              lambda: fit_and_test(args, hardware))

@@ -1,0 +1,182 @@
+"""The runs one has made, side by side: `python -m shared.runs [DIR]` (DIR defaults to runs/).
+
+Every run under DIR -- `DIR/<trainer or --name>/version_N` as the trainers make them, or any directory holding a
+run's files -- in one line: its trainer, version, when it was last written, how it ended (running, finished,
+stopped early, interrupted and resumable, failed, empty), its epochs, best dev_loss, test BLEU-4 and ROUGE-L, and the
+settings that differ between the listed runs. All of it is read from the files the runs leave (hparams.yaml,
+metrics.csv, test_metrics.json, checkpoints/last.ckpt, .lock); a run whose lock is held is still running. A
+directory that cannot be read, or holds only part of a run, is listed with the reason: the listing never stops
+at one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fcntl
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from shared.checkpoint_file import written_by
+from shared.cli import build_parser
+from shared.errors import UserError, exit_on_user_error
+from shared.run_dir import VERSION
+
+SETTINGS = {action.dest for action in build_parser("", "")._actions} - {"help"}  # what hparams.yaml records
+RUN_FILES = ("hparams.yaml", "metrics.csv", "checkpoints", "test_metrics.json", ".lock")
+BOOKKEEPING = {"output_dir", "name", "resume", "overwrite"}  # where a run went, not how it trained
+
+
+@dataclass
+class Run:
+    path: Path
+    trainer: str = "?"
+    when: str = ""
+    status: str = ""
+    epochs: str = ""
+    best_dev_loss: str = ""
+    bleu_4: str = ""
+    rouge_l: str = ""
+    hparams: dict = field(default_factory=dict)
+    settings: str = ""
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run directories under `root`: those holding a run's files or named version_N, two levels deep at most."""
+    found = []
+    for child in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        if VERSION.fullmatch(child.name) or any((child / name).exists() for name in RUN_FILES):
+            found.append(child)
+            continue
+        found += sorted((grandchild for grandchild in child.iterdir() if grandchild.is_dir()
+                         and (VERSION.fullmatch(grandchild.name)
+                              or any((grandchild / name).exists() for name in RUN_FILES))), key=_version_order)
+    return found
+
+
+def _version_order(path: Path) -> tuple:
+    match = VERSION.fullmatch(path.name)
+    return (0, int(match.group(1)), "") if match else (1, 0, path.name)
+
+
+def _lock_held(run: Path) -> bool:
+    lock = run / ".lock"
+    if not lock.is_file():
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def inspect(path: Path) -> Run:
+    """What the run's files say; whatever cannot be read becomes the reason in its status."""
+    run, problems = Run(path), []
+    files = [p for p in (path / name for name in RUN_FILES) if p.exists()]
+    files += list((path / "checkpoints").glob("*.ckpt")) if (path / "checkpoints").is_dir() else []
+    if files:
+        run.when = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(p.stat().st_mtime for p in files)))
+    try:
+        hparams = yaml.safe_load((path / "hparams.yaml").read_text())
+        if not isinstance(hparams, dict) or not SETTINGS & set(hparams):
+            raise ValueError("not a run's settings")
+        run.hparams = {key: value for key, value in hparams.items() if key in SETTINGS}
+    except FileNotFoundError:
+        problems.append("no hparams.yaml")
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, ValueError) as error:
+        problems.append(f"unreadable hparams.yaml ({_first_line(error)})")
+    dev = []
+    try:
+        with open(path / "metrics.csv", newline="") as handle:
+            dev = [(int(row["epoch"]), float(row["dev_loss"])) for row in csv.DictReader(handle) if row.get("dev_loss")]
+        run.epochs = str(len({epoch for epoch, _ in dev}))
+        run.best_dev_loss = f"{min(loss for _, loss in dev):.4f}" if dev else ""
+    except FileNotFoundError:
+        if files:
+            problems.append("no metrics.csv")
+    except (OSError, KeyError, ValueError, TypeError, csv.Error) as error:
+        problems.append(f"unreadable metrics.csv ({_first_line(error)})")
+    last = None
+    if (path / "checkpoints" / "last.ckpt").is_file():
+        try:
+            last = torch.load(path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
+            run.trainer = written_by(last) or "?"
+        except Exception as error:  # noqa: BLE001 -- a bad file is listed, whatever torch.load raised
+            problems.append(f"unreadable last.ckpt ({_first_line(error)})")
+    tested = None
+    if (path / "test_metrics.json").is_file():
+        try:
+            tested = json.loads((path / "test_metrics.json").read_text())
+            run.bleu_4, run.rouge_l = f"{tested['bleu_4']:.4f}", f"{tested['rouge_l']:.4f}"
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problems.append(f"unreadable test_metrics.json ({_first_line(error)})")
+            tested = None
+    if run.trainer == "?" and path.parent.name in ("vanilla", "lightning"):
+        run.trainer = path.parent.name
+    run.status = _status(path, run, tested, last, dev, problems)
+    return run
+
+
+def _status(path: Path, run: Run, tested, last, dev, problems: list[str]) -> str:
+    if _lock_held(path):
+        return "running"
+    if not any(path.iterdir()):
+        return "empty: the run ended before writing anything"
+    if tested is not None:
+        max_epochs = run.hparams.get("max_epochs")
+        ran = len({epoch for epoch, _ in dev})
+        early = dev and max_epochs and ran < max_epochs
+        ended = f"stopped early after {ran} of {max_epochs} epochs" if early else "finished"
+    elif last is not None:
+        ended = f"interrupted at epoch {last.get('epoch')}, step {last.get('global_step')}: resumable"
+    else:
+        ended = "failed: no checkpoint"
+    return "; ".join([ended, *problems])
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:80]
+
+
+def differing_settings(runs: list[Run]) -> None:
+    """Fill each run's `settings` with the hyperparameters whose values differ between the listed runs."""
+    read = [run for run in runs if run.hparams]
+    keys = sorted({key for run in read for key in run.hparams} - BOOKKEEPING)
+    differing = [key for key in keys if len({repr(run.hparams.get(key)) for run in read}) > 1]
+    for run in read:
+        run.settings = " ".join(f"{key}={run.hparams.get(key)}" for key in differing)
+
+
+def table(runs: list[Run], root: Path) -> str:
+    header = ("run", "trainer", "last written", "status", "epochs", "best dev_loss", "bleu_4", "rouge_l",
+              "settings that differ")
+    rows = [header] + [(run.path.relative_to(root).as_posix(), run.trainer, run.when, run.status, run.epochs,
+                        run.best_dev_loss, run.bleu_4, run.rouge_l, run.settings) for run in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m shared.runs", description=__doc__.splitlines()[0])
+    parser.add_argument("dir", nargs="?", default="runs", help="where the runs are (default: runs)")
+    args = parser.parse_args(argv)
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such directory (the trainers write their runs under runs/)")
+    runs = [inspect(path) for path in find_runs(root)]
+    differing_settings(runs)
+    print(table(runs, root) if runs else f"no runs under {root}")
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)()
