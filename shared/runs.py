@@ -137,6 +137,8 @@ def _status(path: Path, run: Run, tested, last, dev, problems: list[str]) -> str
         ended = f"stopped early after {ran} of {max_epochs} epochs" if early else "finished"
     elif last is not None:
         ended = f"interrupted at epoch {last.get('epoch')}, step {last.get('global_step')}: resumable"
+    elif (path / "checkpoints" / "last.ckpt").exists():
+        ended = "failed"  # the problems say what is wrong with its checkpoint
     else:
         ended = "failed: no checkpoint"
     return "; ".join([ended, *problems])

@@ -8,6 +8,7 @@ import csv
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,7 +105,8 @@ def runs_tree(tiny_data, tmp_path_factory) -> tuple[Path, str]:
     vanilla/version_4, version_5  unreadable settings; empty
     lightning/version_0           finished
     lightning/version_1           interrupted by SIGTERM at step 5, resumable
-    lightning/version_2           running (its lock is held while the table is made)"""
+    lightning/version_2           running (its lock is held while the table is made)
+    other/version_0               a run under --name other whose last.ckpt is corrupt"""
     cwd = tmp_path_factory.mktemp("runs-tree")
     together = [start(trainer_command("vanilla", *versioned_args(tiny_data)), cwd) for _ in range(2)]
     for process in together:
@@ -117,6 +119,9 @@ def runs_tree(tiny_data, tmp_path_factory) -> tuple[Path, str]:
     (cwd / "runs" / "vanilla" / "version_5").mkdir()
     finish(start(trainer_command("lightning", *versioned_args(tiny_data)), cwd))
     finish(start(interrupted_command("lightning", *versioned_args(tiny_data)), cwd), status=143)
+    corrupt = cwd / "runs" / "other" / "version_0"
+    shutil.copytree(cwd / "runs" / "vanilla" / "version_2", corrupt)
+    (corrupt / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, pathlib, time\n"
                                "run = pathlib.Path('runs/lightning/version_2'); run.mkdir()\n"
                                "handle = open(run / '.lock', 'a+'); fcntl.flock(handle, fcntl.LOCK_EX)\n"
@@ -146,7 +151,7 @@ def test_the_table_of_runs(runs_tree):
     lines = printed.splitlines()
     header, rows = lines[0], {line.split()[0]: line for line in lines[1:]}
     assert header.split()[:4] == ["run", "trainer", "last", "written"]
-    assert list(rows) == ["lightning/version_0", "lightning/version_1", "lightning/version_2",
+    assert list(rows) == ["lightning/version_0", "lightning/version_1", "lightning/version_2", "other/version_0",
                           *(f"vanilla/version_{n}" for n in range(6))]
     for run in ("vanilla/version_0", "vanilla/version_1", "lightning/version_0"):
         assert " finished " in rows[run] and rows[run].split()[1] == run.split("/")[0], rows[run]
@@ -158,6 +163,7 @@ def test_the_table_of_runs(runs_tree):
     assert "limit_train_batches=1.0" in rows["vanilla/version_0"]
     assert "unreadable hparams.yaml" in rows["vanilla/version_4"]
     assert "empty" in rows["vanilla/version_5"]
+    assert "unreadable last.ckpt" in rows["other/version_0"] and "failed" in rows["other/version_0"]
     run = cwd / "runs" / "vanilla" / "version_0"
     scores = json.loads((run / "test_metrics.json").read_text())
     with open(run / "metrics.csv", newline="") as handle:
