@@ -26,6 +26,7 @@ import torch.distributed as dist
 from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
 from torchmetrics import Metric
 
 from shared.checkpoint_file import CheckpointError
@@ -33,9 +34,11 @@ from shared.errors import Interrupted
 from shared.rng_state import collect_rng_states, restore_rng_states
 
 
-def exact_resume_callbacks(output_dir: Path, checkpoint: ModelCheckpoint, every_n_train_steps: int) -> list[Callback]:
+def exact_resume_callbacks(output_dir: Path, checkpoint: ModelCheckpoint, every_n_train_steps: int,
+                           resuming: bool) -> list[Callback]:
     step_checkpoint = [StepCheckpoint(checkpoint, every_n_train_steps)] if every_n_train_steps else []
-    return [ExactResume(), KeepLoggedRows(output_dir / "metrics.csv"), *step_checkpoint, StopOnSignal(checkpoint)]
+    return [ExactResume(), KeepLoggedRows(output_dir / "metrics.csv", resuming), *step_checkpoint,
+            StopOnSignal(checkpoint)]
 
 
 def _gather(obj) -> list:
@@ -126,17 +129,20 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 class KeepLoggedRows(Callback):
-    """Lightning's CSVLogger deletes metrics.csv when fit starts. This reads it before (when the Trainer is built)
-    and keeps a copy beside it until its rows are safe again: on resume, the rows logged before the checkpoint
-    (a row's `step` is below the checkpoint's global step) are logged again, those the interrupted run logged
-    after it are dropped; if fit fails before that (a refused checkpoint, say), the file is put back as it was."""
+    """Lightning's CSVLogger deletes metrics.csv when fit starts. On resume, this reads it before (when the Trainer
+    is built) and keeps a copy beside it until its rows are safe again: the rows logged before the checkpoint (a
+    row's `step` is below the checkpoint's global step) are logged again, those the interrupted run logged after
+    it are dropped; if fit fails before that (a refused checkpoint, say), the file is put back as it was."""
 
-    def __init__(self, metrics_csv: Path):
+    def __init__(self, metrics_csv: Path, resuming: bool):
         self.path, self.backup = metrics_csv, metrics_csv.with_name(f".{metrics_csv.name}.before-resume")
+        self._text, self._rows = None, []
+        if not resuming:
+            return
         source = metrics_csv if metrics_csv.is_file() else self.backup  # a copy left by a run killed in between
         self._text = source.read_bytes() if source.is_file() else None
         self._rows = list(csv.DictReader(self._text.decode().splitlines())) if self._text else []
-        if self._text is not None and source is metrics_csv:
+        if self._text is not None and source is metrics_csv and rank_zero_only.rank == 0:
             self.backup.write_bytes(self._text)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
@@ -144,22 +150,23 @@ class KeepLoggedRows(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:  # after the restore; also when no training is left
         logger = next((logger for logger in trainer.loggers if isinstance(logger, CSVLogger)), None)
-        if trainer.ckpt_path is None or logger is None or self._text is None:
+        if self._text is None or logger is None:
             return
         for row in self._rows:
             logger.log_metrics({key: int(value) if key == "epoch" else float(value)
                                 for key, value in row.items() if value != "" and key != "step"}, step=int(row["step"]))
         logger.save()
-        self._done()
+        self._done(trainer)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         if self._text is not None and trainer.is_global_zero:
             self.path.write_bytes(self._text)
-            self._done()
+        self._done(trainer)
 
-    def _done(self) -> None:
+    def _done(self, trainer) -> None:
+        if self._text is not None and trainer.is_global_zero:
+            self.backup.unlink(missing_ok=True)
         self._text, self._rows = None, []
-        self.backup.unlink(missing_ok=True)
 
 
 class StopOnSignal(Callback):

@@ -21,14 +21,14 @@ from pytorch_lightning.utilities.memory import is_oom_error
 from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
 from shared.cli import check_data_parallel, precision_for
 from shared.errors import UserError, no_training_batches_error, out_of_memory_error
-from shared.run_dir import prepare_output_dir, resolve_resume_path, run_directory
+from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 
 
 class RunGuard:
     def __init__(self, args, trainer: str):
         self.args = args
         self.is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher are not
-        self.output_dir = run_directory(args, trainer, rank_zero_only.rank)
+        self.output_dir = choose_run_directory(args, trainer, rank_zero_only.rank)
         args.output_dir = str(self.output_dir)  # the run's settings (hparams.yaml) say where it went
         if self.is_rank_zero:
             prepare_output_dir(self.output_dir, args.resume, args.overwrite)

@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
             accumulate_grad_batches=args.accumulate_grad_batches, gradient_clip_val=args.gradient_clip_val or None,
             accelerator=args.accelerator, devices=args.devices, strategy=guard.strategy,
             precision=guard.precision,
-            callbacks=[early_stopping, checkpoint, *guard.callbacks,
-                       *exact_resume_callbacks(output_dir, checkpoint, args.checkpoint_every_n_steps)],
+            callbacks=[early_stopping, checkpoint, *guard.callbacks, *exact_resume_callbacks(
+                output_dir, checkpoint, args.checkpoint_every_n_steps, resuming=guard.ckpt_path is not None)],
             logger=[CSVLogger(output_dir, name="", version=""),
                     TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)],
             plugins=guard.plugins, enable_model_summary=False)

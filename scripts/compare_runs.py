@@ -4,8 +4,8 @@
     python scripts/compare_runs.py --compare [RUN RUN]                     compare runs already made
 
 Training, each trainer gets a new version directory (RUNS_ROOT/vanilla/version_N, RUNS_ROOT/lightning/version_M).
-With --compare, two run directories are compared as they are; with none named, the latest version of each
-trainer. The summary is read back from the artifacts the runs leave (metrics.csv, hparams.yaml, checkpoints,
+With --compare, two run directories are compared as they are; with none named, the latest finished version of
+each trainer. The summary is read back from the artifacts the runs leave (metrics.csv, hparams.yaml, checkpoints,
 test_metrics.json), and the exit status is 1 when the two runs disagree on anything the table compares.
 """
 
@@ -85,19 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-root", type=Path, default=Path("runs"),
                         help="where the trainers' version directories go (default: runs)")
     parser.add_argument("--compare", nargs="*", type=Path, metavar="RUN",
-                        help="compare two runs already made (default: the latest version of each trainer)")
+                        help="compare two runs already made (default: the latest finished version of each trainer)")
     args, trainer_args = parser.parse_known_args(argv)
+    runs_root = args.runs_root.resolve()  # the trainers run from the repository root
     if args.compare is not None:
         if trainer_args or len(args.compare) not in (0, 2):
             raise SystemExit("error: --compare takes two run directories, or none for each trainer's latest version")
+        finished = {name: [run for run in versions(runs_root / name) if (run / "test_metrics.json").is_file()]
+                    for name in TRAINERS}
         runs = dict(zip(TRAINERS, args.compare, strict=True)) if args.compare else \
-            {name: (versions(args.runs_root / name) or [None])[-1] for name in TRAINERS}
-        missing = [name for name, run in runs.items() if run is None or not (run / "metrics.csv").is_file()]
+            {name: (finished[name] or [None])[-1] for name in TRAINERS}
+        missing = [str(run or name) for name, run in runs.items()
+                   if run is None or not all((run / file).is_file() for file in ("metrics.csv", "hparams.yaml",
+                                                                                   "test_metrics.json"))]
         if missing:
-            raise SystemExit(f"error: no finished {' or '.join(missing)} run to compare under {args.runs_root}")
+            raise SystemExit(f"error: no finished run to compare: {', '.join(missing)} (under {runs_root})")
         wall_times = dict.fromkeys(TRAINERS)
     else:
-        runs = {name: new_version(args.runs_root / name) for name in TRAINERS}
+        runs = {name: new_version(runs_root / name) for name in TRAINERS}
         wall_times = {name: run_trainer(name, runs[name], trainer_args) for name in TRAINERS}
     summaries = {name: summarise(runs[name], wall_times[name]) for name in TRAINERS}
     print(f"\nvanilla: {runs['vanilla']}\nlightning: {runs['lightning']}")

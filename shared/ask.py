@@ -1,4 +1,4 @@
-"""Ask an exported model for a question: `python -m shared.ask --model runs/vanilla/export
+"""Ask an exported model for a question: `python -m shared.ask --model runs/vanilla/version_0/export
 --context "Marie Curie was born in Warsaw in 1867." --answer Warsaw`."""
 
 from __future__ import annotations

@@ -27,13 +27,17 @@ class Interrupted(Exception):
 
 
 def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
-    """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback; an
-    interruption prints how to go on and exits 128 + signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+    """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback (and a
+    version directory the run made but never wrote to is removed); an interruption prints how to go on and exits
+    128 + signal number (130 for Ctrl-C, 143 for SIGTERM)."""
 
     def wrapped() -> None:
         try:
             main()
         except UserError as error:
+            from shared.run_dir import discard_if_unused  # here, not at the top: run_dir needs this module
+
+            discard_if_unused()
             message = " ".join(str(error).split())  # one line, whatever the message held
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)

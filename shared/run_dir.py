@@ -5,8 +5,8 @@ With no `--output-dir`, each run gets its own directory, as Lightning's loggers 
 runs started at the same moment never take the same version. `--resume last` continues the latest version that
 has a checkpoint.
 Rank 0 decides; the other ranks of a DDP run learn its choice (from the environment of the process that
-started them, or, under torchrun, from a marker file rank 0 leaves in the run directory). A directory is
-locked by the run writing to it, and a finished run is never replaced without `--overwrite`.
+started them, or, under torchrun, from the launcher's key-value store). A directory is locked by the run writing
+to it, and a finished run is never replaced without `--overwrite`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from shared.errors import UserError
@@ -24,7 +25,7 @@ _HELD: dict[Path, object] = {}  # output directories this process holds the lock
 
 # Everything a run writes, for both trainers (the same artifact tree).
 ARTIFACTS = ("checkpoints", "metrics.csv", "hparams.yaml", "tensorboard", "predictions.jsonl",
-             "test_metrics.json", "export", "tokenizer", "data")
+             "test_metrics.json", "export", "tokenizer", "data", ".metrics.csv.before-resume")
 
 
 def holds_run(output_dir: Path) -> bool:
@@ -39,9 +40,13 @@ def lock_output_dir(output_dir: Path) -> None:
         return
     output_dir.mkdir(parents=True, exist_ok=True)
     handle = open(output_dir / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    for _ in range(5):  # `python -m shared.runs` takes the lock for an instant to see if a run holds it
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.1)
+    else:
         handle.seek(0)
         holder = handle.read().strip()
         handle.close()
@@ -81,8 +86,10 @@ def resolve_resume_path(output_dir: Path, resume: str) -> Path:
 
 RUNS = Path("runs")
 VERSION = re.compile(r"version_(\d+)")
-CHOSEN_ENV = "QG_RUN_DIR"  # rank 0's choice, for the ranks its launcher starts (they inherit the environment)
-TORCHRUN_MARKER = ".torchrun-"  # + TORCHELASTIC_RUN_ID: rank 0's choice, for ranks torchrun started beside it
+CHOSEN_ENV = "QG_RUN_DIR"  # "<pid>:<dir>": rank 0's choice, for the ranks it starts itself (they inherit it)
+_STORE_KEY = "qg_run_directory"
+_store = None  # the torchrun store rank 0 shares its choice through; kept for the process group to reuse
+_new: list[Path] = []  # the version directory this process made, removed if the run fails before using it
 
 
 def versions(root: Path) -> list[Path]:
@@ -109,42 +116,74 @@ def new_version(root: Path) -> Path:
             number += 1
 
 
-def run_directory(args, trainer: str, rank: int, say=print) -> Path:
-    """The run's directory: --output-dir when given; else a version under runs/<--name or trainer>/ -- the latest
-    one for --resume last, the one a --resume PATH checkpoint belongs to, else a new one. Rank 0 decides."""
+def choose_run_directory(args, trainer: str, rank: int, say=print) -> Path:
+    """The run's directory, created when new: --output-dir when given; else under runs/<--name or trainer>/ the
+    latest version with a checkpoint for --resume last, the run whose last.ckpt --resume PATH names, or else a new
+    version. Rank 0 chooses; the other ranks of a DDP run take its choice."""
     if args.output_dir is not None:
         return Path(args.output_dir)
     root = RUNS / (args.name or trainer)
     if rank > 0:
         return _rank_zero_choice(root, rank)
+    resume = Path(args.resume) if args.resume not in (None, "last") else None
+    if resume is not None and not resume.is_file():
+        raise UserError(f"--resume {args.resume}: no checkpoint at {resume}")
     if args.resume == "last":
         resumable = [path for path in versions(root) if (path / "checkpoints" / "last.ckpt").is_file()]
         if not resumable:
             raise UserError(f"--resume last: no run under {root} has a checkpoint to continue")
         chosen = resumable[-1]
         say(f"resuming {chosen}, the latest version under {root} with a checkpoint")
-    elif args.resume is not None and Path(args.resume).parent.name == "checkpoints":
-        chosen = Path(args.resume).parent.parent  # continue in the run the checkpoint belongs to
-    else:
+    elif resume is not None and resume.name == "last.ckpt" and resume.parent.name == "checkpoints":
+        chosen = resume.parent.parent  # the run the checkpoint is the last of: continue it
+    else:  # a fresh run, or one that starts from an earlier checkpoint: the run it came from stays as it was
         chosen = new_version(root)
+        _new.append(chosen)
         say(f"run directory: {chosen}")
-    os.environ[CHOSEN_ENV] = str(chosen)
+    os.environ[CHOSEN_ENV] = f"{os.getpid()}:{chosen}"
     if "TORCHELASTIC_RUN_ID" in os.environ:
-        chosen.mkdir(parents=True, exist_ok=True)
-        (chosen / f"{TORCHRUN_MARKER}{os.environ['TORCHELASTIC_RUN_ID']}").touch()
+        _torchrun_store(rank).set(_store_key(), str(chosen))
     return chosen
 
 
-def _rank_zero_choice(root: Path, rank: int, timeout: float = 120.0) -> Path:
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if run_id is None:  # started by rank 0's own launcher, after it chose
-        if CHOSEN_ENV not in os.environ:
-            raise UserError(f"rank {rank}: the run directory rank 0 chose was not passed on ({CHOSEN_ENV} is unset)")
-        return Path(os.environ[CHOSEN_ENV])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        marked = [path for path in versions(root) if (path / f"{TORCHRUN_MARKER}{run_id}").exists()]
-        if marked:
-            return marked[-1]
-        time.sleep(0.2)
-    raise UserError(f"rank {rank}: rank 0 chose no run directory under {root} within {timeout:.0f} s")
+def discard_if_unused() -> None:
+    """A run that failed before writing anything (a bad data file, say) leaves no empty version behind."""
+    for path in _new:
+        if path.is_dir() and not any((path / name).exists() for name in ("hparams.yaml", "metrics.csv",
+                                                                        "checkpoints")):
+            shutil.rmtree(path, ignore_errors=True)
+    _new.clear()
+
+
+def _store_key() -> str:
+    return f"{_STORE_KEY}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+
+
+def _torchrun_store(rank: int):
+    """The key-value store of this torchrun launch: the agent's own, or the one rank 0 hosts on MASTER_PORT (a
+    multi-tenant store, which the process group shares when it starts)."""
+    global _store
+    if _store is None:
+        from torch.distributed import TCPStore
+
+        host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            _store = TCPStore(host, port, is_master=False, timeout=timedelta(minutes=2))
+        else:
+            _store = TCPStore(host, port, int(os.environ["WORLD_SIZE"]), is_master=rank == 0,
+                              timeout=timedelta(minutes=2), wait_for_workers=False, multi_tenant=True)
+    return _store
+
+
+def _rank_zero_choice(root: Path, rank: int) -> Path:
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun started every rank: rank 0 shares its choice in the store
+        try:
+            return Path(_torchrun_store(rank).get(_store_key()).decode())
+        except RuntimeError as error:
+            raise UserError(f"rank {rank}: rank 0 chose no run directory under {root} "
+                            f"({str(error).splitlines()[0]})") from None
+    pid, _, chosen = os.environ.get(CHOSEN_ENV, "").partition(":")
+    if pid != str(os.getppid()):  # not set by the process that started this one
+        raise UserError(f"rank {rank}: started by another launcher than the trainer's own or torchrun, the ranks "
+                        f"cannot agree on a new version directory: give --output-dir")
+    return Path(chosen)

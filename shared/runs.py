@@ -1,4 +1,5 @@
-"""The runs one has made, side by side: `python -m shared.runs [DIR]` (DIR defaults to runs/).
+"""The runs one has made, side by side: `python -m shared.runs [DIR]`, from the repository root (DIR defaults
+to runs/).
 
 Every run under DIR -- `DIR/<trainer or --name>/version_N` as the trainers make them, or any directory holding a
 run's files -- in one line: its trainer, version, when it was last written, how it ended (running, finished,
@@ -29,6 +30,7 @@ from shared.run_dir import VERSION
 
 SETTINGS = {action.dest for action in build_parser("", "")._actions} - {"help"}  # what hparams.yaml records
 RUN_FILES = ("hparams.yaml", "metrics.csv", "checkpoints", "test_metrics.json", ".lock")
+RUN_FOLDERS = {"checkpoints", "export", "tokenizer", "tensorboard", "data"}
 BOOKKEEPING = {"output_dir", "name", "resume", "overwrite"}  # where a run went, not how it trained
 
 
@@ -46,16 +48,32 @@ class Run:
     settings: str = ""
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Run directories under `root`: those holding a run's files or named version_N, two levels deep at most."""
+def _is_run(path: Path) -> bool:
+    return bool(VERSION.fullmatch(path.name)) or any((path / name).exists() for name in RUN_FILES)
+
+
+def _subdirectories(path: Path) -> list[Path]:
+    try:
+        return sorted((child for child in path.iterdir() if child.is_dir() and not child.name.startswith(".")),
+                      key=_version_order)
+    except OSError:
+        return []
+
+
+def find_runs(root: Path, depth: int = 3) -> list[Path]:
+    """Run directories under `root` (holding a run's files, or named version_N), `depth` levels deep at most;
+    a run's own folders (checkpoints, export, ...) are not searched, other folders are (runs/vanilla may hold
+    a run of its own and its versions)."""
     found = []
-    for child in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
-        if VERSION.fullmatch(child.name) or any((child / name).exists() for name in RUN_FILES):
+    for child in _subdirectories(root):
+        try:
+            is_run = _is_run(child)
+        except OSError:
+            is_run = True  # listed, with the reason it cannot be read
+        if is_run:
             found.append(child)
-            continue
-        found += sorted((grandchild for grandchild in child.iterdir() if grandchild.is_dir()
-                         and (VERSION.fullmatch(grandchild.name)
-                              or any((grandchild / name).exists() for name in RUN_FILES))), key=_version_order)
+        if depth > 1 and not VERSION.fullmatch(child.name):
+            found += [path for path in find_runs(child, depth - 1) if path.parent.name not in RUN_FOLDERS]
     return found
 
 
@@ -77,13 +95,21 @@ def _lock_held(run: Path) -> bool:
     return False
 
 
-def inspect(path: Path) -> Run:
+def read_run(path: Path) -> Run:
     """What the run's files say; whatever cannot be read becomes the reason in its status."""
+    try:
+        return _read_run(path)
+    except OSError as error:
+        return Run(path, status=f"unreadable: {_first_line(error)}")
+
+
+def _read_run(path: Path) -> Run:
     run, problems = Run(path), []
     files = [p for p in (path / name for name in RUN_FILES) if p.exists()]
     files += list((path / "checkpoints").glob("*.ckpt")) if (path / "checkpoints").is_dir() else []
-    if files:
-        run.when = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(p.stat().st_mtime for p in files)))
+    times = [p.stat().st_mtime for p in files if p.exists()]  # a broken link is passed over
+    if times:
+        run.when = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(times)))
     try:
         hparams = yaml.safe_load((path / "hparams.yaml").read_text())
         if not isinstance(hparams, dict) or not SETTINGS & set(hparams):
@@ -137,6 +163,7 @@ def _status(path: Path, run: Run, tested, last, dev, problems: list[str]) -> str
         ended = f"stopped early after {ran} of {max_epochs} epochs" if early else "finished"
     elif last is not None:
         ended = f"interrupted at epoch {last.get('epoch')}, step {last.get('global_step')}: resumable"
+        # (or failed after a checkpoint: the files do not tell the two apart)
     elif (path / "checkpoints" / "last.ckpt").exists():
         ended = "failed"  # the problems say what is wrong with its checkpoint
     else:
@@ -175,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.dir)
     if not root.is_dir():
         raise UserError(f"{root}: no such directory (the trainers write their runs under runs/)")
-    runs = [inspect(path) for path in find_runs(root)]
+    runs = [read_run(path) for path in find_runs(root)]
     differing_settings(runs)
     print(table(runs, root) if runs else f"no runs under {root}")
 

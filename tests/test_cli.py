@@ -77,6 +77,8 @@ def test_impossible_requests_are_one_line(tmp_path, args, fragments):
     (["--overwrite"], ["--overwrite", "new version directory"]),
     (["--name", "a/b"], ["--name 'a/b'", "folder name"]),
     (["--resume", "last"], ["--resume last: no run under runs/vanilla has a checkpoint"]),
+    (["--resume", "nothere.ckpt"], ["--resume nothere.ckpt: no checkpoint at nothere.ckpt"]),
+    (["--data-dir", "nowhere"], ["nowhere/train.json"]),  # after the version was made: it is removed again
 ])
 def test_run_directory_requests_are_one_line(tmp_path, args, fragments):
     assert_one_line_error(vanilla(*args, cwd=tmp_path), *fragments)

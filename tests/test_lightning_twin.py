@@ -118,7 +118,7 @@ def test_without_its_additions_it_is_plain_lightning_and_trains_the_same_run(tra
     Lightning trains bit for bit the run the trainer trains with them, so they add resume and change nothing
     else."""
     monkeypatch.setattr(lightning_train, "ResumableDataLoader", DataLoader)
-    monkeypatch.setattr(lightning_train, "exact_resume_callbacks", lambda *args: [])
+    monkeypatch.setattr(lightning_train, "exact_resume_callbacks", lambda *args, **kwargs: [])
     plain = tmp_path / "plain"
     run(tiny_data, plain, "--save-top-k", "2")
     assert_same_weights(plain / "checkpoints" / "last.ckpt", trained_pair["lightning"] / "checkpoints" / "last.ckpt")

@@ -75,25 +75,35 @@ def test_concurrent_runs_take_distinct_versions(tmp_path):
 def test_where_a_run_goes(tmp_path, monkeypatch):
     from argparse import Namespace
 
-    from shared.run_dir import CHOSEN_ENV, run_directory
+    from shared.run_dir import CHOSEN_ENV, choose_run_directory
+
+    def choose(output_dir=None, name=None, resume=None, rank=0, say=print):
+        return choose_run_directory(Namespace(output_dir=output_dir, name=name, resume=resume), "vanilla", rank, say)
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     said = []
-    args = Namespace(output_dir=None, name=None, resume=None)
-    assert run_directory(args, "vanilla", 0, said.append) == Path("runs/vanilla/version_0")
-    assert run_directory(Namespace(output_dir=None, name="exp", resume=None), "vanilla", 0) == \
-        Path("runs/exp/version_0")
-    assert run_directory(Namespace(output_dir="somewhere", name=None, resume=None), "vanilla", 0) == \
-        Path("somewhere")
-    # a checkpoint of a run: continued in that run; the rank a launcher starts takes rank 0's choice
-    resume = Namespace(output_dir=None, name=None, resume="runs/vanilla/version_0/checkpoints/epoch=1.ckpt")
-    assert run_directory(resume, "vanilla", 0) == Path("runs/vanilla/version_0")
-    monkeypatch.setenv(CHOSEN_ENV, "runs/vanilla/version_7")
-    assert run_directory(args, "vanilla", 1) == Path("runs/vanilla/version_7")
+    assert choose(say=said.append) == Path("runs/vanilla/version_0")
     assert said == ["run directory: runs/vanilla/version_0"]
+    assert choose(name="exp") == Path("runs/exp/version_0")
+    assert choose(output_dir="somewhere") == Path("somewhere")
+    # a run's last.ckpt: that run goes on; an earlier checkpoint: a new version starts from it, the run stays as it was
+    checkpoints = Path("runs/vanilla/version_0/checkpoints")
+    checkpoints.mkdir()
+    for name in ("last.ckpt", "epoch=1.ckpt"):
+        (checkpoints / name).write_bytes(b"")
+    assert choose(resume=str(checkpoints / "last.ckpt")) == Path("runs/vanilla/version_0")
+    assert choose(resume=str(checkpoints / "epoch=1.ckpt")) == Path("runs/vanilla/version_1")
+    assert choose(resume="last", say=said.append) == Path("runs/vanilla/version_0")
+    assert said[-1] == "resuming runs/vanilla/version_0, the latest version under runs/vanilla with a checkpoint"
+    # a rank the trainer started takes rank 0's choice from the environment, if its parent set it
+    monkeypatch.setenv(CHOSEN_ENV, f"{os.getppid()}:runs/vanilla/version_7")
+    assert choose(rank=1) == Path("runs/vanilla/version_7")
+    monkeypatch.setenv(CHOSEN_ENV, f"{os.getppid() + 1}:runs/vanilla/version_7")  # left over from another run
+    with pytest.raises(UserError, match="give --output-dir"):
+        choose(rank=1)
     with pytest.raises(UserError, match="--resume last: no run under runs/lightning has a checkpoint"):
-        run_directory(Namespace(output_dir=None, name=None, resume="last"), "lightning", 0)
+        choose_run_directory(Namespace(output_dir=None, name=None, resume="last"), "lightning", 0)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +199,27 @@ def test_resume_last_continues_the_latest_version_with_a_checkpoint(runs_tree, t
     assert straight and all(torch.equal(straight[name], resumed[name]) for name in straight)
     for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"):
         assert (runs / interrupted / name).read_text() == (runs / "version_0" / name).read_text(), name
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("trainer, launcher", [("vanilla", "torchrun"), ("lightning", "own")])
+def test_ddp_ranks_take_rank_zeros_version(tiny_data, tmp_path, trainer, launcher):
+    """Two ranks, no --output-dir: rank 0 makes the version, the other rank writes into the same one -- told by
+    the launcher's store under torchrun, through the environment when the trainer starts it."""
+    (tmp_path / "runs" / trainer / "version_0").mkdir(parents=True)  # taken by an earlier run
+    ddp = [*versioned_args(tiny_data, "--max-epochs", "1"), "--strategy", "ddp", "--devices", "2"]
+    command = trainer_command(trainer, *ddp)
+    if launcher == "torchrun":
+        command = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", *command]
+    process = subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=dict(ENV, OMP_NUM_THREADS="1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finish(process)
+    runs = tmp_path / "runs" / trainer
+    assert sorted(path.name for path in runs.iterdir()) == ["version_0", "version_1"]
+    assert (runs / "version_1" / "test_metrics.json").is_file()
+    last = torch.load(runs / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    rng_states = last["rng_states"] if trainer == "vanilla" else last["callbacks"]["ExactResume"]["rng_states"]
+    assert len(rng_states) == 2  # both ranks wrote into this run
 
 
 def test_tensorboard_sees_each_version_as_a_run(runs_tree):

@@ -24,7 +24,7 @@ from shared.errors import UserError, exit_on_user_error, out_of_memory_error
 from shared.export import export_pretrained
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
-from shared.run_dir import prepare_output_dir, resolve_resume_path, run_directory
+from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 from shared.summary import end_lines, start_line
 from vanilla import ddp
 from vanilla.accelerator import Hardware, resolve_hardware
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(PROG, TRAINER, argv)
     hardware = resolve_hardware(args.accelerator, args.devices, args.strategy)
-    args.output_dir = str(run_directory(args, TRAINER, rank=int(os.environ.get("RANK", "0"))))
+    args.output_dir = str(choose_run_directory(args, TRAINER, rank=int(os.environ.get("RANK", "0"))))
     if hardware.strategy == "ddp":
         return ddp.run_ranks(str(Path(__file__).resolve()), argv, hardware.devices,
                              lambda: fit_and_test(args, hardware))
