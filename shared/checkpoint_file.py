@@ -48,6 +48,8 @@ def written_by(checkpoint: dict) -> str | None:
     """The trainer whose loop state the checkpoint holds (each reads only its own; weights load anywhere)."""
     if "fit_loop" in checkpoint.get("loops", {}):
         return "lightning"
+    if checkpoint.get("trainer") == "fabric":
+        return "fabric"
     if "loop_state" in checkpoint:
         return "vanilla"
     return None

@@ -34,7 +34,8 @@ def holds_run(output_dir: Path) -> bool:
 
 def lock_output_dir(output_dir: Path) -> None:
     """Two runs never write into one directory at once: an exclusive lock on <output-dir>/.lock, held until
-    this process ends (the kernel drops it however the process ends, kill -9 included)."""
+    this process ends (the kernel drops it however the process ends, kill -9 included). A POSIX record lock, not
+    flock: the processes a run forks (DataLoader workers) do not inherit it, so it ends with the run itself."""
     key = output_dir.resolve()
     if key in _HELD:
         return
@@ -42,9 +43,9 @@ def lock_output_dir(output_dir: Path) -> None:
     handle = open(output_dir / ".lock", "a+")
     for _ in range(5):  # `python -m shared.runs` takes the lock for an instant to see if a run holds it
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
-        except BlockingIOError:
+        except OSError:  # EAGAIN or EACCES: held
             time.sleep(0.1)
     else:
         handle.seek(0)

@@ -88,10 +88,10 @@ def _lock_held(run: Path) -> bool:
         return False
     with open(lock) as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # EAGAIN or EACCES: a run holds the lock
             return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.lockf(handle, fcntl.LOCK_UN)
     return False
 
 

@@ -41,18 +41,28 @@ def qa(id_: str, question: str, text: str, start: int, **extra) -> dict:
     return {"id": id_, "question": question, "answers": [{"text": text, "answer_start": start}], **extra}
 
 
-def load_lightning_train():
-    """lightning/train.py as a module (the folder is not a package: a package named `lightning` would shadow
-    the real distribution)."""
+TRAINERS = ("vanilla", "fabric", "lightning")  # the ladder: by hand, Fabric, the Trainer
+
+
+def load_train(trainer: str):
+    """A trainer's train.py as a module: vanilla's is a package module; lightning/ and fabric/ are not packages (a
+    package named `lightning` would shadow the real distribution), so theirs load from their files."""
+    import importlib
     import importlib.util
     import sys
 
-    if "lightning_train" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("lightning_train", REPO / "lightning" / "train.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["lightning_train"] = module
+    if trainer == "vanilla":
+        return importlib.import_module("vanilla.train")
+    name = f"{trainer}_train"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / trainer / "train.py")
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    return sys.modules["lightning_train"]
+    return sys.modules[name]
+
+
+def load_lightning_train():
+    return load_train("lightning")
 
 
 # ---------------------------------------------------------------- the parity report (tests marked `parity`)
@@ -83,7 +93,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"{fault_count.FUZZ_TESTS[0]} fuzz tests)")
     if not parity_report.ROWS:
         return
-    terminalreporter.section("parity: vanilla/ against lightning/ on the CPU, float32 unless stated")
+    terminalreporter.section("parity: vanilla/, fabric/ and lightning/ on the CPU, float32 unless stated")
     for line in parity_report.table():
         terminalreporter.write_line(line)
     directory = config.getoption("--parity-report")
@@ -93,13 +103,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 @pytest.fixture(scope="session")
-def trained_pair(tiny_data, tmp_path_factory) -> dict[str, Path]:
+def trained_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
     """The tiny run (3 epochs, top-2 checkpoints) through each trainer, in this process; shared by the tests
-    that compare the two trainers' artifacts."""
-    from vanilla import train as vanilla_train
-
-    root = tmp_path_factory.mktemp("trained-pair")
-    outputs = {"vanilla": root / "vanilla", "lightning": root / "lightning"}
-    vanilla_train.main(tiny_args(tiny_data, outputs["vanilla"], "--save-top-k", "2"))
-    load_lightning_train().main(tiny_args(tiny_data, outputs["lightning"], "--save-top-k", "2"))
+    that compare the trainers' artifacts."""
+    root = tmp_path_factory.mktemp("trained-runs")
+    outputs = {trainer: root / trainer for trainer in TRAINERS}
+    for trainer, output in outputs.items():
+        load_train(trainer).main(tiny_args(tiny_data, output, "--save-top-k", "2"))
     return outputs

@@ -1,8 +1,8 @@
-"""Faults, against both trainers: nothing lost, every error one clear line.
+"""Faults, against all three trainers: nothing lost, every error one clear line.
 
 Kills are `os._exit` at a chosen point (tests/helpers/interrupted_train.py): after an optimizer step, inside
 validation, half-way through writing a checkpoint file. Signals are real (SIGTERM, SIGINT sent to the process).
-A full disk and a read-only directory are simulated at the file-write level both trainers go through: the
+A full disk and a read-only directory are simulated at the file-write level the trainers go through: the
 temporary file a checkpoint is written to (vanilla: beside the checkpoint; Lightning, through fsspec: in the
 system's temporary directory, moved into place afterwards) fails with ENOSPC on write, or EROFS on open.
 Out-of-memory and NaN losses are injected into the loss.
@@ -24,18 +24,14 @@ import pytest
 import torch
 
 from shared.errors import UserError
-from tests.conftest import REPO, load_lightning_train, tiny_args
+from tests.conftest import REPO, TRAINERS, load_train, tiny_args
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
-TRAINERS = ("vanilla", "lightning")
-lightning_train = load_lightning_train()
 
 
 def module(trainer: str):
-    from vanilla import train as vanilla_train
-
-    return vanilla_train if trainer == "vanilla" else lightning_train
+    return load_train(trainer)
 
 
 def run(trainer: str, tiny_data, out: Path, *extra: str):
@@ -226,7 +222,7 @@ def test_two_runs_never_write_into_one_directory(tiny_data, tmp_path, trainer):
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
                                f"handle = open({str(out / '.lock')!r}, 'a+')\n"
-                               "fcntl.flock(handle, fcntl.LOCK_EX)\n"
+                               "fcntl.lockf(handle, fcntl.LOCK_EX)\n"
                                "handle.truncate(0); handle.write(str(os.getpid())); handle.flush()\n"
                                "print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
@@ -295,19 +291,19 @@ def test_a_refused_resume_keeps_what_the_run_wrote(tiny_data, tmp_path, straight
     assert not list(out.glob(".metrics.csv.*"))  # no copy left behind
 
 
-# ---------------------------------------------------------------- impossible flags, the same in both
+# ---------------------------------------------------------------- impossible flags, the same in all
 @pytest.mark.parametrize("flags, fragments", [
     (["--strategy", "dp"], ["--strategy dp", "CUDA"]),
     (["--accelerator", "gpu"], ["--accelerator", "gpu"]),
     (["--devices", "0"], ["--devices"]),
 ])
 @pytest.mark.parametrize("trainer", TRAINERS)
-def test_impossible_device_requests_are_one_line_in_both(tiny_data, tmp_path, trainer, flags, fragments):
+def test_impossible_device_requests_are_one_line_in_all(tiny_data, tmp_path, trainer, flags, fragments):
     assert_one_line_error(run_process(f"{trainer}/train.py", *tiny_args(tiny_data, tmp_path / "run", *flags)),
                           *fragments)
 
 
-def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_both(tiny_data, tmp_path):
+def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_all(tiny_data, tmp_path):
     """0.001 of the 13 batches of an epoch is no batch: neither trainer "trains" on nothing, and no checkpoint of
     untrained weights is written."""
     lines = {}
@@ -317,7 +313,7 @@ def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_bo
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         lines[trainer] = result.stderr.strip().splitlines()[-1]  # Lightning's Trainer prints its devices before
         assert not (out / "checkpoints").exists()
-    assert lines["vanilla"] == lines["lightning"] == (
+    assert lines["vanilla"] == lines["lightning"] == lines["fabric"] == (
         "error: --limit-train-batches 0.001: 0.001 of 13 training batches is less than one batch; give a fraction "
         "of at least 0.07692, or a number of batches")
     assert len(run_process("vanilla/train.py", *tiny_args(tiny_data, tmp_path / "again", "--limit-train-batches",

@@ -55,9 +55,9 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(x[key], y[key]), (a, b, key)
 
 
-def test_same_artifact_tree_as_the_vanilla_trainer(trained_pair):
+def test_same_artifact_tree_as_the_vanilla_trainer(trained_runs):
     """Same files and folders; their contents are compared in test_parity.py."""
-    v, pl = trained_pair["vanilla"], trained_pair["lightning"]
+    v, pl = trained_runs["vanilla"], trained_runs["lightning"]
     assert tree(pl) == tree(v)
     assert {"checkpoints/last.ckpt", "metrics.csv", "hparams.yaml", "tensorboard/events", "tensorboard/hparams.yaml",
             "predictions.jsonl", "test_metrics.json", "export/model.safetensors",
@@ -112,7 +112,7 @@ def test_plain_lightning_resume_is_not_exact(tiny_data, tmp_path, monkeypatch):
     assert not all(torch.equal(x[k], y[k]) for k in x if k.startswith("model."))
 
 
-def test_without_its_additions_it_is_plain_lightning_and_trains_the_same_run(trained_pair, tiny_data, tmp_path,
+def test_without_its_additions_it_is_plain_lightning_and_trains_the_same_run(trained_runs, tiny_data, tmp_path,
                                                                              monkeypatch):
     """Undo the lines that attach exact resume (the resumable train loader, the exact-resume callbacks): plain
     Lightning trains bit for bit the run the trainer trains with them, so they add resume and change nothing
@@ -121,9 +121,9 @@ def test_without_its_additions_it_is_plain_lightning_and_trains_the_same_run(tra
     monkeypatch.setattr(lightning_train, "exact_resume_callbacks", lambda *args, **kwargs: [])
     plain = tmp_path / "plain"
     run(tiny_data, plain, "--save-top-k", "2")
-    assert_same_weights(plain / "checkpoints" / "last.ckpt", trained_pair["lightning"] / "checkpoints" / "last.ckpt")
+    assert_same_weights(plain / "checkpoints" / "last.ckpt", trained_runs["lightning"] / "checkpoints" / "last.ckpt")
     for name in ("metrics.csv", "predictions.jsonl"):
-        assert (plain / name).read_text() == (trained_pair["lightning"] / name).read_text(), name
+        assert (plain / name).read_text() == (trained_runs["lightning"] / name).read_text(), name
     assert "ExactResume" not in load(plain / "checkpoints" / "last.ckpt")["callbacks"]
 
 

@@ -134,7 +134,7 @@ def runs_tree(tiny_data, tmp_path_factory) -> tuple[Path, str]:
     (corrupt / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, pathlib, time\n"
                                "run = pathlib.Path('runs/lightning/version_2'); run.mkdir()\n"
-                               "handle = open(run / '.lock', 'a+'); fcntl.flock(handle, fcntl.LOCK_EX)\n"
+                               "handle = open(run / '.lock', 'a+'); fcntl.lockf(handle, fcntl.LOCK_EX)\n"
                                "print('locked', flush=True); time.sleep(60)"], cwd=cwd,
                               stdout=subprocess.PIPE, text=True)
     try:

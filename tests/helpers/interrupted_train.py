@@ -1,5 +1,5 @@
-"""Run vanilla/ or lightning/train.py (argv[1]) and interrupt it at a chosen point (argv[2]); the rest of argv is
-the trainer's. The kills are `os._exit`: no clean-up, no final checkpoint, as `kill -9` would leave the run.
+"""Run vanilla/, lightning/ or fabric/train.py (argv[1]) and interrupt it at a chosen point (argv[2]); the rest of
+argv is the trainer's. The kills are `os._exit`: no clean-up, no final checkpoint, as `kill -9` would leave the run.
 
     N               kill right after optimizer step N (a bare number, as the older tests write it)
     step:N          the same
@@ -33,8 +33,8 @@ def die() -> None:
 if TRAINER == "vanilla":
     from vanilla import train
 else:
-    spec = importlib.util.spec_from_file_location("lightning_train", REPO / "lightning" / "train.py")
-    train = importlib.util.module_from_spec(spec)
+    spec = importlib.util.spec_from_file_location(f"{TRAINER}_train", REPO / TRAINER / "train.py")
+    train = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
 
 if KIND in ("step", "signal"):
@@ -52,6 +52,29 @@ if KIND in ("step", "signal"):
             return loss
 
         FitLoop.training_step = training_step
+    elif TRAINER == "fabric":
+        original_step, steps, due = train.training_step, [0], [False]
+
+        def training_step(job, *args, **kwargs):
+            if due[0]:  # the step before, and its step checkpoint if one was due, are done
+                die()
+            loss, stepped = original_step(job, *args, **kwargs)
+            steps[0] += stepped
+            if stepped and steps[0] == AT:
+                if KIND == "step":
+                    due[0] = True
+                else:
+                    action()  # the signal arrives during step AT, as in the other trainers
+            return loss, stepped
+
+        original_validate = train.validate
+
+        def validate(job, *args, **kwargs):  # after an epoch's last step, validation comes next
+            if due[0]:
+                die()
+            return original_validate(job, *args, **kwargs)
+
+        train.training_step, train.validate = training_step, validate
     elif KIND == "step":
         def on_train_batch_end(self, outputs, batch, batch_idx):  # after the callbacks, so after any checkpoint
             if self.trainer.global_step == AT:

@@ -1,0 +1,87 @@
+"""The Fabric trainer's own behaviour on tiny data (what the three trainers share is in test_parity.py and
+test_faults.py): the same artifact tree as the others, exact resume from a checkpoint taken between epochs, and
+the ladder's boundaries -- fabric/ uses no part of the Trainer, and neither other trainer uses fabric/."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import REPO, load_train, tiny_args
+
+pytestmark = pytest.mark.slow
+ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+
+
+def tree(out: Path) -> list[str]:
+    """Every file and folder of a run, relative to it; TensorBoard event files named by kind only."""
+    names = []
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out).as_posix()
+        names.append(relative.split("events.out.tfevents.")[0] + "events" if "tfevents" in relative else relative)
+    return names
+
+
+def test_same_artifact_tree_and_settings_as_the_other_trainers(trained_runs):
+    assert tree(trained_runs["fabric"]) == tree(trained_runs["vanilla"]) == tree(trained_runs["lightning"])
+    hparams = {t: yaml.safe_load((out / "hparams.yaml").read_text()) for t, out in trained_runs.items()}
+    for settings in hparams.values():
+        settings.pop("output_dir")
+    assert hparams["fabric"] == hparams["vanilla"] == hparams["lightning"]
+    assert (trained_runs["fabric"] / "tensorboard" / "hparams.yaml").read_text() == \
+        (trained_runs["fabric"] / "hparams.yaml").read_text()
+
+
+def test_resume_from_a_checkpoint_taken_between_epochs_is_exact(trained_runs, tiny_data, tmp_path):
+    """Killed after step 14 with no step saves: last.ckpt is the end of epoch 0; resumed, the run ends where the
+    uninterrupted one (trained_runs) does."""
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "tests/helpers/interrupted_train.py", "fabric", "14",
+                             *tiny_args(tiny_data, out, "--save-top-k", "2")], cwd=REPO, env=ENV,
+                            capture_output=True, text=True, timeout=240)
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["global_step"], last["loop_state"]["epoch_finished"]) == (13, True)
+    load_train("fabric").main(tiny_args(tiny_data, out, "--save-top-k", "2", "--resume", "last"))
+    straight = trained_runs["fabric"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == \
+        sorted(p.name for p in (straight / "checkpoints").iterdir())
+    for path in (straight / "checkpoints").iterdir():
+        x = torch.load(path, weights_only=True)["state_dict"]
+        y = torch.load(out / "checkpoints" / path.name, weights_only=True)["state_dict"]
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), path.name
+    for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"):
+        assert (out / name).read_text() == (straight / name).read_text(), name
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+    return modules
+
+
+def test_fabric_uses_no_part_of_the_trainer_and_no_other_trainer_uses_fabric():
+    train_py = str(REPO / "fabric" / "train.py")
+    result = subprocess.run([sys.executable, "-c", "import importlib.util, sys\n"
+                             f"sys.path.insert(0, {str(REPO)!r})\n"
+                             f"spec = importlib.util.spec_from_file_location('fabric_train', {train_py!r})\n"
+                             "module = sys.modules['fabric_train'] = importlib.util.module_from_spec(spec)\n"
+                             "spec.loader.exec_module(module)\n"
+                             "print(sorted(name for name in sys.modules if name.startswith('pytorch_lightning')))"],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]
+    fabric_modules = {path.stem for path in (REPO / "fabric").glob("*.py")} - {"train"} | {"fabric", "fabric_train"}
+    for folder in ("vanilla", "lightning", "shared"):
+        for path in (REPO / folder).glob("*.py"):
+            assert not {module.split(".")[0] for module in imported_modules(path)} & fabric_modules, path
