@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: venv demo test parity bench docs clean
+.PHONY: venv demo test check parity bench docs clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 	touch $@
 
 # The main job on the embedded synthetic data, once per trainer (train, stop early, test the best checkpoint,
-# export), each in a new version directory under runs/, then the two runs side by side.
+# export), each in a new version directory under runs/, then the three runs side by side.
 demo: $(STAMP)
 	$(PY) scripts/compare_runs.py
 
@@ -24,7 +24,12 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# Only the parity suite (vanilla/ against lightning/, bit for bit); prints the report and writes it, with the
+# The edit-test loop: the linter and the fast tests (no end-to-end training).
+check: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
+
+# Only the parity suite (the three trainers, bit for bit); prints the report and writes it, with the
 # loss-curve plot, to docs/parity/; then the pages that quote it.
 parity: $(STAMP)
 	$(PY) -m pytest -m parity --parity-report=docs/parity

@@ -1,12 +1,14 @@
-"""What Lightning removes, in lines: per feature, the lines of code that implement it in vanilla/ and in
-lightning/ (non-blank lines that are not comments or docstrings).
+"""What Fabric and the Trainer remove, in lines: per feature, the lines of code that implement it in vanilla/,
+fabric/ and lightning/ (non-blank lines that are not comments or docstrings).
 
 Attribution is by file and, inside a file, by the function or class a line belongs to or the call it is part
-of (the maps below): a line takes the feature of the innermost mapped definition or call around it, else its
-file's feature; in the entry files (train.py) an unmapped line is wiring. A `pl.Trainer(...)` flag counts
-towards the feature it switches on. The shared/ layer (data, model, metrics, CLI) is used by both and counted by
-neither, except the helpers both trainers need because their frameworks lack them (exact resume, reading a
-checkpoint with one-line errors), which count on both sides.
+of (the maps below): a line takes the feature of the innermost mapped definition, call, attribute or name around
+it, else its file's feature; in the entry files (train.py) an unmapped line is wiring. A flag of `Trainer(...)`
+or `Fabric(...)` counts towards the feature it switches on. The shared/ layer (data, model, metrics, CLI) is used
+by all and counted by none, except the helpers every trainer needs because its framework lacks them (exact
+resume, reading a checkpoint with one-line errors), which count on every side. The framework-free vanilla/
+modules the Fabric trainer imports (early stopping, top-k bookkeeping, the search) count on Fabric's side too,
+marked as reused: a Fabric user writes or brings them.
 
     python bench/count_lines.py           # the table
     python bench/count_lines.py --show    # every counted line with its feature
@@ -25,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FEATURES = ("loop", "early stopping", "checkpointing + resume", "data parallel / DDP", "batch-size search",
             "precision", "logging", "test phase", "wiring")
-SIDES = ("vanilla", "lightning")
+SIDES = ("vanilla", "fabric", "lightning")  # the ladder: by hand, Fabric, the Trainer
 LOOP, STOP, CKPT, DDP, SEARCH, PRECISION, LOGGING, TEST, WIRING = FEATURES
 
 # Files: their feature, then what inside them belongs to another: a definition (`name` or `Class.method`), a
@@ -81,12 +83,43 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "Trainer(gradient_clip_val=)": LOOP, "Trainer(accelerator=)": DDP, "Trainer(devices=)": DDP,
         "Trainer(strategy=)": DDP, "Trainer(precision=)": PRECISION, "Trainer(logger=)": LOGGING}),
     "lightning/exact_resume.py": (CKPT, {}),
+    "fabric/train.py": (WIRING, {
+        "training_step": LOOP, "validate": LOOP, "sanity_check": LOOP, "num_train_batches": LOOP, "fit": LOOP,
+        "clip_gradients()": LOOP,
+        "EarlyStopping()": STOP, "check()": STOP, ".should_stop": STOP, ".stopping_reason_message": STOP,
+        "ModelCheckpoint()": CKPT, "save": CKPT, "fabric.save()": CKPT, "save_last_checkpoint()": CKPT,
+        "on_validation_epoch_end()": CKPT, "stop_if_signalled": CKPT, "SignalConnector()": CKPT,
+        "catching_stop_signals()": CKPT, "Interrupted()": CKPT, "resolve_resume_path()": CKPT,
+        "read_resume_checkpoint()": CKPT, "restore()": CKPT, "keep_logged_rows()": CKPT, "Position()": CKPT,
+        "restore_rng_states()": CKPT, "pending_rng": CKPT, ".batches_trained": CKPT, "resume": CKPT,
+        "launch()": DDP, "setup()": DDP, "setup_dataloaders()": DDP, "no_backward_sync()": DDP,
+        "all_reduce()": DDP, "reduce_boolean_decision()": DDP, "check_data_parallel()": DDP,
+        "search_batch_size": SEARCH,
+        "precision_for()": PRECISION, "backward()": PRECISION, "autocast()": PRECISION,
+        "CSVLogger()": LOGGING, "TensorBoardLogger()": LOGGING, "log_dict()": LOGGING, "logger.save()": LOGGING,
+        "save_hparams()": LOGGING, "finalize()": LOGGING, "ProgressBar()": LOGGING, "start_epoch()": LOGGING,
+        "advance()": LOGGING, "end_epoch()": LOGGING,
+        "test_phase": TEST, ".best_model_path": TEST,
+        "Fabric(accelerator=)": DDP, "Fabric(devices=)": DDP, "Fabric(strategy=)": DDP,
+        "Fabric(precision=)": PRECISION, "Fabric(loggers=)": LOGGING}),
+    "fabric/resume_state.py": (CKPT, {}),
     "lightning/run_guard.py": (WIRING, {
         "RunGuard._strategy": DDP, "_strategy()": DDP, "_Checks.setup": CKPT, "_Checks.on_fit_start": LOOP,
         "_OneLineCheckpointIO": CKPT, "_OneLineCheckpointIO()": CKPT, "resolve_resume_path()": CKPT,
         "read_checkpoint()": CKPT, "check_resumable_by()": CKPT, "precision_for()": PRECISION}),
 }
-# shared/ helpers that both trainers need and that neither framework has: counted on both sides (a file's
+# vanilla/'s framework-free modules the Fabric trainer imports: counted on its side too (a feature None, in a
+# file or a definition: not counted).
+REUSED: dict[str, dict[str, tuple[str | None, dict[str, str | None]]]] = {"fabric": {
+    "vanilla/early_stopping.py": (STOP, {}),
+    "vanilla/model_checkpoint.py": (CKPT, {}),
+    "vanilla/batch_size_finder.py": (SEARCH, {"search_with_optimization": None}),
+    "vanilla/signal_connector.py": (CKPT, {}),
+    "vanilla/progress_bar.py": (LOGGING, {}),
+    "vanilla/loggers.py": (None, {"save_hparams": LOGGING}),
+    "vanilla/seed.py": (None, {"isolate_rng": LOOP}),
+}}
+# shared/ helpers that every trainer needs and that neither framework has: counted on both sides (a file's
 # feature None: only what is mapped in it counts).
 SHARED: dict[str, tuple[str | None, dict[str, str]]] = {
     "shared/resumable_loader.py": (CKPT, {}),
@@ -124,8 +157,9 @@ def _called_name(call: ast.Call) -> str | None:
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
 
 
-def mapped_spans(tree: ast.AST, names: dict[str, str]) -> list[tuple[int, int, str]]:
-    """(first line, last line, feature) of every definition, call, attribute or Trainer flag in `names`."""
+def mapped_spans(tree: ast.AST, names: dict[str, str | None]) -> list[tuple[int, int, str | None]]:
+    """(first line, last line, feature) of every definition, call, attribute, name or constructor flag in
+    `names`."""
     spans = []
 
     def visit(node: ast.AST, scope: str) -> None:
@@ -135,12 +169,17 @@ def mapped_spans(tree: ast.AST, names: dict[str, str]) -> list[tuple[int, int, s
                 inner = f"{scope}.{child.name}" if scope else child.name
                 key = inner if inner in names else child.name
             elif isinstance(child, ast.Call):
-                key = f"{_called_name(child)}()"
-                if key == "Trainer()":
-                    spans.extend((kw.value.lineno, kw.value.end_lineno, names[f"Trainer({kw.arg}=)"])
-                                 for kw in child.keywords if f"Trainer({kw.arg}=)" in names)
+                called = _called_name(child)
+                key = f"{called}()"
+                if isinstance(child.func, ast.Attribute) and isinstance(child.func.value, ast.Name) \
+                        and f"{child.func.value.id}.{called}()" in names:
+                    key = f"{child.func.value.id}.{called}()"  # logger.save() is not fabric.save()
+                spans.extend((kw.value.lineno, kw.value.end_lineno, names[f"{called}({kw.arg}=)"])
+                             for kw in child.keywords if f"{called}({kw.arg}=)" in names)
             elif isinstance(child, ast.Attribute) and not isinstance(child.ctx, ast.Store):
                 key = f".{child.attr}"
+            elif isinstance(child, ast.Name):
+                key = child.id
             if key in names:
                 spans.append((child.lineno, child.end_lineno, names[key]))
             visit(child, inner)
@@ -149,9 +188,9 @@ def mapped_spans(tree: ast.AST, names: dict[str, str]) -> list[tuple[int, int, s
     return spans
 
 
-def count_file(relative: str) -> list[tuple[int, str, str]]:
-    """(line number, feature, text) of every counted line of one file."""
-    default, names = FILES.get(relative) or SHARED[relative]
+def count_file(relative: str, side: str | None = None) -> list[tuple[int, str, str]]:
+    """(line number, feature, text) of every counted line of one file (as `side` counts it, for a reused one)."""
+    default, names = REUSED.get(side, {}).get(relative) or FILES.get(relative) or SHARED[relative]
     source = (REPO / relative).read_text(encoding="utf-8")
     tree = ast.parse(source)
     spans = mapped_spans(tree, names)
@@ -159,22 +198,27 @@ def count_file(relative: str) -> list[tuple[int, str, str]]:
     lines = source.splitlines()
     for number in sorted(code_lines(source, tree)):
         covering = [(last - first, -first, feature) for first, last, feature in spans if first <= number <= last]
-        feature = min(covering)[2] if covering else default
+        feature = min(covering, key=lambda span: span[:2])[2] if covering else default
         if feature is not None:
             result.append((number, feature, lines[number - 1]))
     return result
 
 
 def files_of(side: str) -> list[str]:
-    return [path for path in FILES if path.startswith(f"{side}/")] + list(SHARED)
+    """The files counted on `side`: its own, the shared helpers, and (Fabric) the reused vanilla/ modules."""
+    return [path for path in FILES if path.startswith(f"{side}/")] + list(SHARED) + list(REUSED.get(side, {}))
+
+
+def is_reused(side: str, relative: str) -> bool:
+    return relative in REUSED.get(side, {})
 
 
 def count() -> dict[str, dict[str, int]]:
-    """{feature: {"vanilla": lines, "lightning": lines}}, plus a "total" row."""
+    """{feature: {side: lines}}, plus a "total" row."""
     table = {feature: dict.fromkeys(SIDES, 0) for feature in FEATURES}
     for side in SIDES:
         for relative in files_of(side):
-            for _, feature, _ in count_file(relative):
+            for _, feature, _ in count_file(relative, side):
                 table[feature][side] += 1
     table["total"] = {side: sum(row[side] for row in table.values()) for side in SIDES}
     return table
@@ -186,7 +230,8 @@ def check_every_file_is_mapped() -> None:
             relative = path.relative_to(REPO).as_posix()
             if relative not in FILES and path.read_text().strip():
                 raise SystemExit(f"error: {relative} is not assigned a feature in bench/count_lines.py")
-    for relative, (default, names) in {**FILES, **SHARED}.items():
+    maps = {**FILES, **SHARED, **{path: entry for reused in REUSED.values() for path, entry in reused.items()}}
+    for relative, (default, names) in maps.items():
         if not (REPO / relative).is_file():
             raise SystemExit(f"error: bench/count_lines.py maps {relative}, which does not exist")
         unknown = {default, *names.values()} - set(FEATURES) - {None}
@@ -194,13 +239,18 @@ def check_every_file_is_mapped() -> None:
             raise SystemExit(f"error: bench/count_lines.py: {relative}: unknown feature(s) {sorted(unknown)}")
 
 
+def removed(row: dict[str, int], side: str) -> str:
+    lines = row["vanilla"] - row[side]
+    return f"{lines} ({lines / row['vanilla']:.0%})" if row["vanilla"] else str(lines)
+
+
 def markdown(table: dict[str, dict[str, int]]) -> str:
-    lines = ["| feature | vanilla/ | lightning/ | Lightning removes |", "|---|---:|---:|---:|"]
+    lines = ["| feature | vanilla/ | fabric/ | lightning/ | Fabric removes | the Trainer removes |",
+             "|---|---:|---:|---:|---:|---:|"]
     for feature, row in table.items():
-        removed = row["vanilla"] - row["lightning"]
         name = f"**{feature}**" if feature == "total" else feature
-        share = f" ({removed / row['vanilla']:.0%})" if row["vanilla"] else ""
-        lines.append(f"| {name} | {row['vanilla']} | {row['lightning']} | {removed}{share} |")
+        lines.append(f"| {name} | {row['vanilla']} | {row['fabric']} | {row['lightning']} | "
+                     f"{removed(row, 'fabric')} | {removed(row, 'lightning')} |")
     return "\n".join(lines)
 
 
@@ -213,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:
         for side in SIDES:
             for relative in files_of(side):
-                for number, feature, text in count_file(relative):
-                    print(f"{side:<9} {relative}:{number:<4} {feature:<24} {text}")
+                reused = " (reused)" if is_reused(side, relative) else ""
+                for number, feature, text in count_file(relative, side):
+                    print(f"{side:<9} {relative}{reused}:{number:<4} {feature:<24} {text}")
     table = count()
     print(json.dumps(table, indent=2) if args.json else markdown(table))
     return 0

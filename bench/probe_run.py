@@ -1,4 +1,4 @@
-"""Run vanilla/ or lightning/train.py in this process for the subprocess benchmarks.
+"""Run vanilla/, fabric/ or lightning/train.py in this process for the subprocess benchmarks.
 
     python bench/probe_run.py first-step TRAINER ARGS...   prints FIRST_STEP <unix time> after the first
                                                            optimizer step, then exits at once
@@ -37,11 +37,21 @@ if TRAINER == "vanilla":
     if MODE == "first-step":
         FitLoop.training_step = training_step
 else:
-    spec = importlib.util.spec_from_file_location("lightning_train", REPO / "lightning" / "train.py")
-    train = importlib.util.module_from_spec(spec)
+    spec = importlib.util.spec_from_file_location(f"{TRAINER}_train", REPO / TRAINER / "train.py")
+    train = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
-    if MODE == "first-step":
+    if MODE == "first-step" and TRAINER == "lightning":
         train.QGModule.on_train_batch_end = lambda self, *args: first_step_reached()
+    elif MODE == "first-step":
+        original = train.training_step
+
+        def fabric_training_step(*args, **kwargs):
+            loss, stepped = original(*args, **kwargs)
+            if stepped:
+                first_step_reached()
+            return loss, stepped
+
+        train.training_step = fabric_training_step
 
 train.main(ARGV)
 if MODE == "full":

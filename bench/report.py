@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-VARIANTS = ("bare loop", "vanilla", "lightning (defaults)", "lightning (as configured)")
+VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (defaults)", "lightning (as configured)")
 TARGETS = {"vanilla vs bare loop": 0.03, "lightning (as configured) vs vanilla": 0.05}
 
 
@@ -75,39 +75,37 @@ def overhead_section(benchmarks) -> tuple[list[str], dict]:
     return lines, checks
 
 
-def ratio_rows(benchmarks) -> list[tuple[str, float | None, float | None, str]]:
-    """(measure, vanilla, lightning, unit) for the trainer-against-trainer comparisons."""
+TRAINER_VARIANTS = {"vanilla": "vanilla", "fabric": "fabric", "lightning": "lightning (as configured)"}
+
+
+def ratio_rows(benchmarks) -> list[tuple[str, dict[str, float | None], str]]:
+    """(measure, {trainer: value}, unit) for the trainer-against-trainer comparisons."""
     rows = []
     small = per_step(benchmarks, "small")
     for key, name in (("samples_per_s", "training samples/s"), ("target_tokens_per_s", "training target tokens/s"),
                       ("validation_samples_per_s", "validation samples/s")):
-        if "vanilla" in small and "lightning (as configured)" in small:
-            rows.append((name, small["vanilla"].get(key), small["lightning (as configured)"].get(key), "/s"))
+        if all(variant in small for variant in TRAINER_VARIANTS.values()):
+            rows.append((name, {t: small[variant].get(key) for t, variant in TRAINER_VARIANTS.items()}, "/s"))
+
+    def each(prefix: str, read, **match) -> dict:
+        found = {t: pick(benchmarks, f"{prefix}[{t}" if not match else prefix, **({"trainer": t} | match))
+                 for t in TRAINER_VARIANTS}
+        return {t: read(bench) if bench else None for t, bench in found.items()}
+
     for mode in ("power", "binsearch"):
-        v = pick(benchmarks, "test_batch_size_search", trainer="vanilla", mode=mode)
-        pl = pick(benchmarks, "test_batch_size_search", trainer="lightning", mode=mode)
-        if v and pl:
-            rows.append((f"batch-size search ({mode}), {v['extra_info']['trials']} / {pl['extra_info']['trials']} "
-                         f"trials", v["extra_info"]["search_seconds"], pl["extra_info"]["search_seconds"], "s"))
+        trials = each("test_batch_size_search", lambda b: b["extra_info"]["trials"], mode=mode)
+        seconds = each("test_batch_size_search", lambda b: b["extra_info"]["search_seconds"], mode=mode)
+        shown = " / ".join(str(n) for n in trials.values() if n is not None)
+        rows.append((f"batch-size search ({mode}), {shown} trials", seconds, "s"))
     for kind in ("save", "load"):
-        v = pick(benchmarks, f"test_checkpoint_{kind}[vanilla")
-        pl = pick(benchmarks, f"test_checkpoint_{kind}[lightning")
-        if v and pl:
-            rows.append((f"checkpoint {kind}", v["stats"]["median"], pl["stats"]["median"], "s"))
-    v, pl = pick(benchmarks, "test_checkpoint_save[vanilla"), pick(benchmarks, "test_checkpoint_save[lightning")
-    if v and pl:
-        rows.append(("checkpoint size", v["extra_info"]["size_mb"], pl["extra_info"]["size_mb"], "MB"))
-    v = pick(benchmarks, "test_startup_to_first_step[vanilla")
-    pl = pick(benchmarks, "test_startup_to_first_step[lightning")
-    if v and pl:
-        rows.append(("start-up to first optimizer step", v["extra_info"]["startup_seconds"],
-                     pl["extra_info"]["startup_seconds"], "s"))
-    v, pl = pick(benchmarks, "test_peak_memory[vanilla"), pick(benchmarks, "test_peak_memory[lightning")
-    if v and pl:
-        for key, name in (("max_rss_mb", "peak RSS"), ("cuda_max_allocated_mb", "CUDA max allocated")):
-            if key in v["extra_info"] and key in pl["extra_info"]:
-                rows.append((name, v["extra_info"][key], pl["extra_info"][key], "MB"))
-    return rows
+        rows.append((f"checkpoint {kind}", each(f"test_checkpoint_{kind}", lambda b: b["stats"]["median"]), "s"))
+    rows.append(("checkpoint size", each("test_checkpoint_save", lambda b: b["extra_info"]["size_mb"]), "MB"))
+    rows.append(("start-up to first optimizer step",
+                 each("test_startup_to_first_step", lambda b: b["extra_info"]["startup_seconds"]), "s"))
+    for key, name in (("max_rss_mb", "peak RSS"), ("cuda_max_allocated_mb", "CUDA max allocated")):
+        rows.append((name, each("test_peak_memory", lambda b, key=key: b["extra_info"].get(key)), "MB"))
+    return [(name, values, unit) for name, values, unit in rows
+            if values["vanilla"] is not None and any(values[t] is not None for t in ("fabric", "lightning"))]
 
 
 def measured_at(document: dict) -> str:
@@ -119,26 +117,24 @@ def measured_at(document: dict) -> str:
             f"Python {document['machine_info']['python_version']}")
 
 
-def headline_ratios(document: dict) -> list[tuple[str, str]]:
-    """The README's benchmark figures, computed as the report computes them: (what, value)."""
-    benchmarks = document["benchmarks"]
-    result = []
-    for size, model in (("small", "default model"), ("tiny", "tiny model")):
-        rows = per_step(benchmarks, size)
-        if rows:
-            lightning, vanilla = rows["lightning (as configured)"], rows["vanilla"]
-            result.append((f"Lightning as configured / hand-written trainer, per step, {model}",
-                           f"{fmt_ratio(lightning['ratio_to_vanilla'])} "
-                           f"({lightning['ms_per_step'] - vanilla['ms_per_step']:+.2f} ms per step)"))
-            if size == "small":
-                result.append((f"hand-written trainer / bare loop, per step, {model}",
-                               fmt_ratio(vanilla["ratio_to_bare_loop"])))
-    return result
+def per_step_cost(document: dict, model_size: str) -> dict[str, str]:
+    """The README's per-step figures, computed as the report computes them: vanilla against the bare loop, Fabric
+    and Lightning (as configured) against vanilla; {trainer: text}, empty when the model size was not measured."""
+    rows = per_step(document["benchmarks"], model_size)
+    if not rows:
+        return {}
+    vanilla = rows["vanilla"]
+    cost = {"vanilla": f"{fmt_ratio(vanilla['ratio_to_bare_loop'])} the bare loop"}
+    for trainer, variant in TRAINER_VARIANTS.items():
+        if trainer != "vanilla" and variant in rows:
+            cost[trainer] = (f"{fmt_ratio(rows[variant]['ratio_to_vanilla'])} vanilla "
+                             f"({rows[variant]['ms_per_step'] - vanilla['ms_per_step']:+.2f} ms)")
+    return cost
 
 
 def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
     document, benchmarks = load(json_path)
-    lines = ["# Benchmarks: what Lightning costs", "",
+    lines = ["# Benchmarks: what Fabric and Lightning cost", "",
              f"Measured in one run of `pytest bench --benchmark-only` {measured_at(document)}. Ratios first; every "
              f"ratio compares numbers taken side by side in that run. Regenerate with `make bench`.", "",
              "## Per-step overhead", ""]
@@ -157,12 +153,14 @@ def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
         lines += [f"| {b['extra_info']['component']} | {1000 * b['stats']['median']:.3f} |" for b in components]
     rows = ratio_rows(benchmarks)
     if rows:
-        lines += ["", "## Lightning against the hand-written trainer", "",
-                  "| measure | vanilla | lightning | lightning / vanilla |", "|---|---:|---:|---:|"]
-        for name, v, pl, unit in rows:
-            if v is None or pl is None:
-                continue
-            lines.append(f"| {name} | {shown(v, unit)} | {shown(pl, unit)} | {fmt_ratio(pl / v)} |")
+        lines += ["", "## Fabric and Lightning against the hand-written trainer", "",
+                  "| measure | vanilla | fabric | lightning | fabric / vanilla | lightning / vanilla |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, values, unit in rows:
+            cells = [shown(values[t], unit) if values[t] is not None else "-" for t in TRAINER_VARIANTS]
+            ratios = [fmt_ratio(values[t] / values["vanilla"]) if values[t] is not None else "-"
+                      for t in ("fabric", "lightning")]
+            lines.append(f"| {name} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     dynamic, padded = pick(benchmarks, "test_padding[dynamic"), pick(benchmarks, "test_padding[to 512")
     if dynamic and padded:
         d, p = dynamic["extra_info"], padded["extra_info"]
@@ -171,8 +169,8 @@ def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
                   f"padding every input to 512 tokens (the seed's reference repository) "
                   f"{p['target_tokens_per_s']:,.0f}: **{d['target_tokens_per_s'] / p['target_tokens_per_s']:.1f}x** "
                   f"({d['ms_per_step']:.0f} against {p['ms_per_step']:.0f} ms per step)."]
-    lines += ["", "What Lightning removes in lines of code is in [docs/side-by-side.md](../docs/side-by-side.md), "
-              "generated from the current code."]
+    lines += ["", "What Fabric and Lightning remove in lines of code is in "
+              "[docs/side-by-side.md](../docs/side-by-side.md), generated from the current code."]
     results = out_dir / "results.md"
     results.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return [results, chart(benchmarks, rows, out_dir / "results.png")]
@@ -190,20 +188,27 @@ def chart(benchmarks, rows, path: Path) -> Path:
         names = list(small)
         values = [small[n]["ms_per_step"] for n in names]
         ratios = [small[n]["ratio_to_bare_loop"] for n in names]
-        bars = axes[0].bar(range(len(names)), values, color=["grey", "tab:blue", "tab:orange", "tab:red"][:len(names)])
+        colors = ["grey", "tab:blue", "tab:green", "tab:orange", "tab:red"][:len(names)]
+        bars = axes[0].bar(range(len(names)), values, color=colors)
         axes[0].set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)
         axes[0].set_ylabel("ms per training step")
         axes[0].set_title("Per-step time, default model")
         for bar, value, ratio in zip(bars, values, ratios, strict=True):
             axes[0].annotate(f"{ratio:.3f}x", (bar.get_x() + bar.get_width() / 2, value),
                              ha="center", va="bottom", fontsize=8)
-    shown = [(name, pl / v) for name, v, pl, _ in rows if v and pl]
-    if shown:
-        axes[1].barh(range(len(shown)), [r for _, r in shown], color="tab:red")
-        axes[1].set_yticks(range(len(shown)), [n for n, _ in shown], fontsize=7)
+    measures = [(name, values) for name, values, _ in rows if values["vanilla"]]
+    if measures:
+        height = 0.4
+        for offset, (trainer, color) in enumerate((("fabric", "tab:green"), ("lightning", "tab:red"))):
+            positions = [i + (offset - 0.5) * height for i in range(len(measures))]
+            ratios = [values[trainer] / values["vanilla"] if values[trainer] is not None else 0.0
+                      for _, values in measures]
+            axes[1].barh(positions, ratios, height=height, color=color, label=f"{trainer} / vanilla")
+        axes[1].set_yticks(range(len(measures)), [name for name, _ in measures], fontsize=7)
         axes[1].axvline(1.0, color="black", linewidth=1)
-        axes[1].set_xlabel("lightning / vanilla")
-        axes[1].set_title("Lightning against the hand-written trainer")
+        axes[1].set_xlabel("ratio to the hand-written trainer")
+        axes[1].set_title("Fabric and Lightning against the hand-written trainer")
+        axes[1].legend(fontsize=7)
         axes[1].invert_yaxis()
     figure.tight_layout()
     figure.savefig(path, dpi=100)

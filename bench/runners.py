@@ -1,5 +1,6 @@
-"""Instrumented runs for the benchmarks: the bare loop (the floor), the hand-written trainer, Lightning with its
-defaults, and Lightning as lightning/train.py configures it, each timed per training step from inside the run.
+"""Instrumented runs for the benchmarks: the bare loop (the floor), the hand-written trainer, the Fabric trainer,
+Lightning with its defaults, and Lightning as lightning/train.py configures it, each timed per training step from
+inside the run.
 
 A step is timed from one batch's arrival at the training step to the next's: data loading, forward, backward,
 optimizer step and every per-step feature (progress bar, logging, callbacks) fall inside; start-up, the sanity
@@ -169,6 +170,33 @@ def lightning_trainer(argv: list[str]) -> StepLog:
     train = load_lightning_train()
     log = StepLog()
     with lightning_trainers([_probe_callback(log)]):
+        train.main(argv)
+    return log
+
+
+def fabric_trainer(argv: list[str]) -> StepLog:
+    """fabric/train.py's main, with probes on its training step and validation."""
+    from tests.conftest import load_train
+
+    train = load_train("fabric")
+    log = StepLog()
+
+    def training_step(original):
+        def step(job, batch, batch_idx, num_batches):
+            log.step(batch)
+            return original(job, batch, batch_idx, num_batches)
+        return step
+
+    def validate(original):
+        def run(job, val_loader):
+            started = time.perf_counter()
+            result = original(job, val_loader)
+            log.validation_seconds.append(time.perf_counter() - started)
+            log.validation_samples = len(val_loader.dataset)
+            return result
+        return run
+
+    with patched(train, "training_step", training_step), patched(train, "validate", validate):
         train.main(argv)
     return log
 

@@ -1,7 +1,8 @@
-"""Batch-size search: the hand-written search and Lightning's `Tuner.scale_batch_size`, both under the same
-simulated out-of-memory threshold (a `torch.OutOfMemoryError` above 40 examples per batch, raised by the loss
-before any work), tiny model, starting at batch 32. Reported: wall time of the search alone and the number of
-trials; the tried sizes are the same in both (tests/test_parity.py checks that)."""
+"""Batch-size search: the hand-written search (vanilla/, and fabric/ reusing it with Fabric's training steps) and
+Lightning's `Tuner.scale_batch_size`, all under the same simulated out-of-memory threshold (a
+`torch.OutOfMemoryError` above 40 examples per batch, raised by the loss before any work), tiny model, starting at
+batch 32. Reported: wall time of the search alone and the number of trials; the tried sizes are the same in all
+three (tests/test_parity.py checks that)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,33 @@ def vanilla_search(argv) -> tuple[float, int]:
     return seconds[0], len(trials)
 
 
+def fabric_search(argv) -> tuple[float, int]:
+    from tests.conftest import load_train
+
+    train = load_train("fabric")
+    seconds, trials = [], []
+
+    def timed(original):
+        def search(*args, **kwargs):
+            started = time.perf_counter()
+            result = original(*args, **kwargs)
+            seconds.append(time.perf_counter() - started)
+            return result
+        return search
+
+    def counted(original):
+        def scale(*args, **kwargs):
+            result = original(*args, **kwargs)
+            trials.extend(result.tried)
+            return result
+        return scale
+
+    with patched(train, "search_batch_size", timed), patched(train, "scale_batch_size", counted), \
+            patched(train, "seq2seq_loss", oom_above_limit([], lambda: False)):
+        train.main(argv)
+    return seconds[0], len(trials)
+
+
 def lightning_search(argv) -> tuple[float, int]:
     from tests.conftest import load_lightning_train
 
@@ -73,11 +101,11 @@ def lightning_search(argv) -> tuple[float, int]:
 
 
 @pytest.mark.parametrize("mode", ["power", "binsearch"])
-@pytest.mark.parametrize("trainer", ["vanilla", "lightning"])
+@pytest.mark.parametrize("trainer", ["vanilla", "fabric", "lightning"])
 def test_batch_size_search(benchmark, bench_data, tmp_path, trainer, mode):
     argv = run_args(bench_data, tmp_path / "run", "tiny", 2, "--auto-batch-size", mode, "--batch-size", "32")
     results = []
-    search = vanilla_search if trainer == "vanilla" else lightning_search
+    search = {"vanilla": vanilla_search, "fabric": fabric_search, "lightning": lightning_search}[trainer]
     benchmark.group = f"batch-size search ({mode}): whole run, the search timed inside"
     benchmark.pedantic(lambda: results.append(search(argv)), rounds=2, iterations=1, warmup_rounds=0)
     seconds = sorted(r[0] for r in results)

@@ -14,10 +14,11 @@ ROUNDS = 5
 
 @pytest.fixture(scope="module")
 def trained(bench_data, tmp_path_factory):
-    """Each trainer after a 4-step run, with its objects kept: vanilla's FitLoop, Lightning's Trainer."""
+    """Each trainer after a 4-step run, with its objects kept: vanilla's FitLoop, the Fabric trainer's fit()
+    arguments, Lightning's Trainer."""
     from pytorch_lightning.trainer.states import TrainerFn
 
-    from tests.conftest import load_lightning_train
+    from tests.conftest import load_lightning_train, load_train
     from vanilla import train as vanilla_train
     from vanilla.fit_loop import FitLoop
 
@@ -32,6 +33,17 @@ def trained(bench_data, tmp_path_factory):
     with patched(FitLoop, "run", keep_loop):
         vanilla_train.main(run_args(bench_data, tmp_path_factory.mktemp("vanilla"), "small", 4))
 
+    fabric_train = load_train("fabric")
+
+    def keep_fit(original):
+        def fit(*args):
+            kept["fabric"] = args  # job, train_loader, loader, val_loader, early_stopping, checkpoint, save, ...
+            return original(*args)
+        return fit
+
+    with patched(fabric_train, "fit", keep_fit):
+        fabric_train.main(run_args(bench_data, tmp_path_factory.mktemp("fabric"), "small", 4))
+
     lightning_train = load_lightning_train()
     with lightning_trainers() as built:
         lightning_train.main(run_args(bench_data, tmp_path_factory.mktemp("lightning"), "small", 4))
@@ -44,6 +56,8 @@ def save(trained, trainer: str, path) -> None:
     if trainer == "vanilla":
         loop = trained["vanilla"]
         loop.save_checkpoint(loop, path)  # dump_checkpoint + atomic_save, as train.py wires it
+    elif trainer == "fabric":
+        trained["fabric"][6](path)  # the save() fabric/train.py hands its loop: the state dict, then fabric.save
     else:
         trained["lightning"].save_checkpoint(path, weights_only=False)
 
@@ -54,6 +68,15 @@ def load(trained, trainer: str, path) -> None:
         from vanilla.checkpoint_connector import restore_checkpoint
 
         restore_checkpoint(trained["vanilla"], read_checkpoint(path), path, rank=0)
+    elif trainer == "fabric":
+        from tests.conftest import load_train
+
+        load_train("fabric")  # puts fabric/ on the path for its resume_state module
+        from resume_state import read_resume_checkpoint, restore
+
+        job, train_loader, loader, _, early_stopping, checkpoint, *_ = trained["fabric"]
+        restore(read_resume_checkpoint(job.fabric.load, path), path, job.raw_model, job.optimizer, job.scheduler,
+                job.fabric.strategy.precision, early_stopping, checkpoint, loader, train_loader, 1, 0)
     else:
         # what Trainer.fit(ckpt_path=...) does before training: read, then restore model, callbacks, loops,
         # optimizer and scheduler (a private entry point, used here to time exactly that part)
@@ -61,7 +84,7 @@ def load(trained, trainer: str, path) -> None:
         connector.restore(path, weights_only=True)
 
 
-@pytest.mark.parametrize("trainer", ["vanilla", "lightning"])
+@pytest.mark.parametrize("trainer", ["vanilla", "fabric", "lightning"])
 def test_checkpoint_save(benchmark, trained, tmp_path, trainer):
     path = tmp_path / "bench.ckpt"
     benchmark.group = "checkpoint save (small model + AdamW state)"
@@ -69,7 +92,7 @@ def test_checkpoint_save(benchmark, trained, tmp_path, trainer):
     benchmark.extra_info.update(trainer=trainer, size_mb=path.stat().st_size / 2**20)
 
 
-@pytest.mark.parametrize("trainer", ["vanilla", "lightning"])
+@pytest.mark.parametrize("trainer", ["vanilla", "fabric", "lightning"])
 def test_checkpoint_load(benchmark, trained, tmp_path, trainer):
     path = tmp_path / "bench.ckpt"
     save(trained, trainer, path)

@@ -2,11 +2,12 @@
 (a) a bare loop -- forward, backward, optimizer step, nothing else: the floor;
 (b) the hand-written trainer with all its features on (the run's defaults: progress bar, logging, gradient
     clipping, warm-up schedule, early stopping, top-k checkpointing, sanity check);
-(c) Lightning's Trainer with its own defaults;
-(d) Lightning as lightning/train.py configures it.
+(c) the Fabric trainer, with the same features;
+(d) Lightning's Trainer with its own defaults;
+(e) Lightning as lightning/train.py configures it.
 
 This machine's speed drifts by several per cent from one minute to the next, as much as the overheads being
-measured. So the four variants run interleaved, round after round (the order rotating), and each ratio is the
+measured. So the five variants run interleaved, round after round (the order rotating), and each ratio is the
 median over rounds of the ratio within a round. Reported per variant: ms per step (median of all timed steps),
 the ratio to the floor and to the hand-written trainer, training samples/s and target tokens/s, and for the
 trainers the validation throughput.
@@ -19,12 +20,12 @@ import statistics
 import pytest
 
 from bench.conftest import run_args
-from bench.runners import StepLog, bare_loop, lightning_defaults, lightning_trainer, vanilla_trainer
+from bench.runners import StepLog, bare_loop, fabric_trainer, lightning_defaults, lightning_trainer, vanilla_trainer
 from shared.cli import parse_args
 
 STEPS = {"small": 40, "tiny": 60}
 ROUNDS = {"small": 4, "tiny": 3}
-VARIANTS = ("bare loop", "vanilla", "lightning (defaults)", "lightning (as configured)")
+VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (defaults)", "lightning (as configured)")
 
 
 def summarise(logs: dict[str, list[StepLog]]) -> dict[str, dict]:
@@ -62,6 +63,7 @@ def test_per_step(benchmark, bench_data, tmp_path, model_size):
     args = parse_args("bench", "unused", argv)
     runs = {"bare loop": lambda: bare_loop(args, steps),
             "vanilla": lambda: vanilla_trainer(argv),
+            "fabric": lambda: fabric_trainer(argv),
             "lightning (defaults)": lambda: lightning_defaults(args, steps),
             "lightning (as configured)": lambda: lightning_trainer(argv)}
     logs: dict[str, list[StepLog]] = {v: [] for v in VARIANTS}
@@ -72,7 +74,7 @@ def test_per_step(benchmark, bench_data, tmp_path, model_size):
             logs[variant].append(runs[variant]())
         order.append(order.pop(0))  # rotate, so that no variant always runs first or last
 
-    benchmark.group = f"per-step overhead: one round = the 4 variants x {steps} steps, {model_size} model"
+    benchmark.group = f"per-step overhead: one round = the {len(VARIANTS)} variants x {steps} steps, {model_size} model"
     benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(model_size=model_size, steps=steps, variants=summarise(logs),
                                 parameters=model_parameters(args))

@@ -119,9 +119,9 @@ def num_train_batches(loader, limit: float | int) -> int:
 
 
 def fit(job: Job, train_loader, loader: ResumableDataLoader, val_loader, early_stopping: EarlyStopping,
-        checkpoint: ModelCheckpoint, save, logger, position: Position, pending_rng: dict | None) -> str | None:
-    """Epochs of train-then-validate until max_epochs or early stopping; returns why it stopped early, if it did.
-    Ctrl-C or SIGTERM stops it after the next optimizer step with a resumable last.ckpt."""
+        checkpoint: ModelCheckpoint, save, logger, position: Position, pending_rng: dict | None) -> None:
+    """Epochs of train-then-validate until max_epochs or early stopping. Ctrl-C or SIGTERM stops it after the next
+    optimizer step with a resumable last.ckpt."""
     fabric, args = job.fabric, job.args
     signals, progress = SignalConnector(), ProgressBar(enabled=fabric.is_global_zero)
 
@@ -183,7 +183,6 @@ def fit(job: Job, train_loader, loader: ResumableDataLoader, val_loader, early_s
                       f"step={position.global_step} | {message}")
             checkpoint.on_validation_epoch_end(position.epoch, dev_loss, save)
         stop_if_signalled()  # a signal after the last batch: resuming goes straight to the test phase
-    return early_stopping.stopping_reason_message if position.should_stop else None
 
 
 def search_batch_size(job: Job, make_loader, dataset_length: int) -> int:
@@ -313,8 +312,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         Path(loggers[1].log_dir).mkdir(parents=True, exist_ok=True)
         save_hparams(loggers[1].log_dir, hparams)
     try:
-        stop_reason = fit(job, fabric_train_loader, loader, val_loader, early_stopping, checkpoint, save,
-                          csv_logger, position, pending_rng)
+        fit(job, fabric_train_loader, loader, val_loader, early_stopping, checkpoint, save, csv_logger, position,
+            pending_rng)
     except RuntimeError as error:
         if is_oom_error(error):
             raise out_of_memory_error(args.batch_size) from None
@@ -322,8 +321,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     finally:
         for logger in loggers:
             logger.finalize("success")
-    if stop_reason and fabric.is_global_zero:
-        print(f"early stopping: {stop_reason}")
+    if position.should_stop and fabric.is_global_zero:
+        print(f"early stopping: {early_stopping.stopping_reason_message}")
     if not fabric.is_global_zero:
         fabric.barrier()  # rank 0 tests alone, on the whole test set
         return None

@@ -1,12 +1,13 @@
-"""Run both trainers with the same command line and print what each did, side by side (`make demo`).
+"""Run the three trainers with the same command line and print what each did, side by side (`make demo`).
 
-    python scripts/compare_runs.py [--runs-root runs] [TRAINER ARGS ...]   train both, then compare
-    python scripts/compare_runs.py --compare [RUN RUN]                     compare runs already made
+    python scripts/compare_runs.py [--runs-root runs] [TRAINER ARGS ...]   train all three, then compare
+    python scripts/compare_runs.py --compare [RUN RUN RUN]                 compare runs already made
 
-Training, each trainer gets a new version directory (RUNS_ROOT/vanilla/version_N, RUNS_ROOT/lightning/version_M).
-With --compare, two run directories are compared as they are; with none named, the latest finished version of
-each trainer. The summary is read back from the artifacts the runs leave (metrics.csv, hparams.yaml, checkpoints,
-test_metrics.json), and the exit status is 1 when the two runs disagree on anything the table compares.
+Training, each trainer gets a new version directory (RUNS_ROOT/vanilla/version_N, RUNS_ROOT/fabric/version_M,
+...). With --compare, three run directories (vanilla's, fabric's, lightning's) are compared as they are; with none
+named, the latest finished version of each trainer. The summary is read back from the artifacts the runs leave
+(metrics.csv, hparams.yaml, checkpoints, test_metrics.json), and the exit status is 1 when the runs disagree on
+anything the table compares.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from shared.run_dir import new_version, versions
 
-TRAINERS = ("vanilla", "lightning")
+TRAINERS = ("vanilla", "fabric", "lightning")  # the ladder: by hand, Fabric, the Trainer
 
 
 def run_trainer(name: str, output_dir: Path, trainer_args: list[str]) -> float:
@@ -65,18 +66,18 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def print_table(summaries: dict[str, dict], weights_equal: bool) -> bool:
-    rows = [(field, summaries["vanilla"][field], summaries["lightning"][field]) for field in summaries["vanilla"]]
+    rows = [(field, *(summaries[name][field] for name in TRAINERS)) for field in summaries["vanilla"]]
     width = max(len(r[0]) for r in rows) + 2
     col = max(len(v) for r in rows for v in r[1:]) + 2
-    print(f"\n{'':{width}}{'vanilla':{col}}{'lightning':{col}}same")
+    print(f"\n{'':{width}}" + "".join(f"{name:{col}}" for name in TRAINERS) + "same")
     agree = weights_equal
-    for field, v, pl in rows:
-        mark = "" if field == "wall time" else ("yes" if v == pl else "NO")
+    for field, *values in rows:
+        mark = "" if field == "wall time" else ("yes" if len(set(values)) == 1 else "NO")
         agree &= mark != "NO"
-        print(f"{field:{width}}{v:{col}}{pl:{col}}{mark}")
+        print(f"{field:{width}}" + "".join(f"{value:{col}}" for value in values) + mark)
     verdict = "identical" if weights_equal else "DIFFER"
-    print(f"{'final weights':{width}}{'last.ckpt':{col}}{'last.ckpt':{col}}{verdict}")
-    print("\nthe two trainers agree" if agree else "\nthe two trainers DISAGREE")
+    print(f"{'final weights':{width}}" + "".join(f"{'last.ckpt':{col}}" for _ in TRAINERS) + verdict)
+    print(f"\nthe {len(TRAINERS)} trainers agree" if agree else f"\nthe {len(TRAINERS)} trainers DISAGREE")
     return agree
 
 
@@ -85,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-root", type=Path, default=Path("runs"),
                         help="where the trainers' version directories go (default: runs)")
     parser.add_argument("--compare", nargs="*", type=Path, metavar="RUN",
-                        help="compare two runs already made (default: the latest finished version of each trainer)")
+                        help="compare runs already made, one per trainer (default: each one's latest finished version)")
     args, trainer_args = parser.parse_known_args(argv)
     runs_root = args.runs_root.resolve()  # the trainers run from the repository root
     if args.compare is not None:
-        if trainer_args or len(args.compare) not in (0, 2):
-            raise SystemExit("error: --compare takes two run directories, or none for each trainer's latest version")
+        if trainer_args or len(args.compare) not in (0, len(TRAINERS)):
+            raise SystemExit(f"error: --compare takes {len(TRAINERS)} run directories (vanilla, fabric, lightning), or "
+                             f"none for each trainer's latest version")
         finished = {name: [run for run in versions(runs_root / name) if (run / "test_metrics.json").is_file()]
                     for name in TRAINERS}
         runs = dict(zip(TRAINERS, args.compare, strict=True)) if args.compare else \
@@ -105,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = {name: new_version(runs_root / name) for name in TRAINERS}
         wall_times = {name: run_trainer(name, runs[name], trainer_args) for name in TRAINERS}
     summaries = {name: summarise(runs[name], wall_times[name]) for name in TRAINERS}
-    print(f"\nvanilla: {runs['vanilla']}\nlightning: {runs['lightning']}")
-    return 0 if print_table(summaries, same_weights(runs["vanilla"], runs["lightning"])) else 1
+    print("\n" + "\n".join(f"{name}: {runs[name]}" for name in TRAINERS))
+    weights_equal = all(same_weights(runs["vanilla"], runs[name]) for name in TRAINERS)
+    return 0 if print_table(summaries, weights_equal) else 1
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
     variants = {name: {"ms_per_step": ms, "ratio_to_bare_loop": ms / 80, "ratio_to_vanilla": ms / 81,
                        "steps_timed": 100, "rounds": 4, "samples_per_s": 32000 / ms, "target_tokens_per_s": 1e5 / ms,
                        **({"validation_samples_per_s": 900.0} if "bare" not in name else {})}
-                for name, ms in zip(report.VARIANTS, (80.0, 81.0, 83.0, 84.0), strict=True)}
+                for name, ms in zip(report.VARIANTS, (80.0, 81.0, 82.0, 83.0, 84.0), strict=True)}
     document = {"datetime": "2026-11-28T00:00:00", "machine_summary": "test machine",
                 "commit_info": {"id": "0123456789abcdef", "dirty": False},
                 "machine_info": {"python_version": "3.11"},
@@ -48,6 +48,8 @@ def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
                                 "extra_info": {"model_size": "small", "variants": variants}},
                                {"name": "test_startup_to_first_step[vanilla]", "stats": {"median": 5.0},
                                 "extra_info": {"trainer": "vanilla", "startup_seconds": 5.0}},
+                               {"name": "test_startup_to_first_step[fabric]", "stats": {"median": 5.5},
+                                "extra_info": {"trainer": "fabric", "startup_seconds": 5.5}},
                                {"name": "test_startup_to_first_step[lightning]", "stats": {"median": 6.0},
                                 "extra_info": {"trainer": "lightning", "startup_seconds": 6.0}}]}
     path = tmp_path / "benchmark.json"
@@ -58,7 +60,9 @@ def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
     assert text.index("Per-step overhead") < text.index("lines of code")
     assert "vanilla vs bare loop +1.2% (target within 3%: met)" in text
     assert "lightning (as configured) vs vanilla +3.7% (target within 5%: met)" in text
-    assert "| start-up to first optimizer step | 5.000 s | 6.000 s | 1.200x |" in text
+    assert "| start-up to first optimizer step | 5.000 s | 5.500 s | 6.000 s | 1.100x | 1.200x |" in text
     assert "at commit 0123456789 on test machine" in text
-    assert ("Lightning as configured / hand-written trainer, per step, default model", "1.037x (+3.00 ms per step)") \
-        in report.headline_ratios(document)
+    assert report.per_step_cost(document, "small") == {"vanilla": "1.012x the bare loop",
+                                                        "fabric": "1.012x vanilla (+1.00 ms)",
+                                                        "lightning": "1.037x vanilla (+3.00 ms)"}
+    assert report.per_step_cost(document, "tiny") == {}

@@ -1,13 +1,18 @@
-"""The command line as a user meets it: --help, and one-line errors with a non-zero exit, never a traceback."""
+"""The command line as a user meets it: --help, and one-line errors with a non-zero exit, never a traceback.
+
+A few cases run `python vanilla/train.py` as a user does; the rest run its entry point in this process, through
+the same wrapper that turns an error into one line and an exit status (a new interpreter costs seconds)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
+from shared.errors import exit_on_user_error
 from tests.conftest import REPO, qa, squad_doc, tiny_args, write_json
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -16,6 +21,21 @@ ENV = dict(os.environ, PYTHONWARNINGS="ignore")
 def vanilla(*args, cwd=REPO):
     return subprocess.run([sys.executable, str(REPO / "vanilla" / "train.py"), *args], cwd=cwd, env=ENV,
                           capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def vanilla_here(capsys, monkeypatch):
+    """`python vanilla/train.py ARGS` in this process, in the directory `cwd`: its exit status and output."""
+    from vanilla import train
+
+    def run(*args, cwd=REPO):
+        monkeypatch.chdir(cwd)
+        with pytest.raises(SystemExit) as stop:
+            exit_on_user_error(lambda: train.main(list(args)))()
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=stop.value.code, stdout=out, stderr=err)
+
+    return run
 
 
 def assert_one_line_error(result, *fragments):
@@ -68,8 +88,8 @@ def test_malformed_json_is_one_line(tiny_data, tmp_path):
     (["--train-file", "x.json"], ["--dev-file is missing"]),
     (["--name", "exp"], ["--name", "--output-dir", "give one of them"]),
 ])
-def test_impossible_requests_are_one_line(tmp_path, args, fragments):
-    assert_one_line_error(vanilla("--output-dir", str(tmp_path / "out"), *args), *fragments)
+def test_impossible_requests_are_one_line(tmp_path, vanilla_here, args, fragments):
+    assert_one_line_error(vanilla_here("--output-dir", str(tmp_path / "out"), *args), *fragments)
 
 
 @pytest.mark.fault
@@ -80,16 +100,16 @@ def test_impossible_requests_are_one_line(tmp_path, args, fragments):
     (["--resume", "nothere.ckpt"], ["--resume nothere.ckpt: no checkpoint at nothere.ckpt"]),
     (["--data-dir", "nowhere"], ["nowhere/train.json"]),  # after the version was made: it is removed again
 ])
-def test_run_directory_requests_are_one_line(tmp_path, args, fragments):
-    assert_one_line_error(vanilla(*args, cwd=tmp_path), *fragments)
+def test_run_directory_requests_are_one_line(tmp_path, vanilla_here, args, fragments):
+    assert_one_line_error(vanilla_here(*args, cwd=tmp_path), *fragments)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("version_*"))
 
 
 @pytest.mark.fault
-def test_missing_resume_checkpoint_and_existing_run(tiny_data, tmp_path):
-    assert_one_line_error(vanilla(*tiny_args(tiny_data, tmp_path / "a", "--resume", "last")), "no checkpoint at")
+def test_missing_resume_checkpoint_and_existing_run(tiny_data, tmp_path, vanilla_here):
+    assert_one_line_error(vanilla_here(*tiny_args(tiny_data, tmp_path / "a", "--resume", "last")), "no checkpoint at")
     (tmp_path / "b" / "checkpoints").mkdir(parents=True)
-    assert_one_line_error(vanilla(*tiny_args(tiny_data, tmp_path / "b")), "already holds a run", "--overwrite")
+    assert_one_line_error(vanilla_here(*tiny_args(tiny_data, tmp_path / "b")), "already holds a run", "--overwrite")
 
 
 @pytest.mark.fault
