@@ -101,12 +101,15 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "advance()": LOGGING, "end_epoch()": LOGGING,
         "test_phase": TEST, ".best_model_path": TEST,
         "Fabric(accelerator=)": DDP, "Fabric(devices=)": DDP, "Fabric(strategy=)": DDP,
-        "Fabric(precision=)": PRECISION, "Fabric(loggers=)": LOGGING}),
+        "Fabric(precision=)": PRECISION, "Fabric(loggers=)": LOGGING,
+        "loss_of": LOOP, "check_devices()": DDP, "other_ranks_stopped_on_failure": DDP,
+        "other_ranks_stopped_on_failure()": DDP}),
     "fabric/resume_state.py": (CKPT, {}),
     "lightning/run_guard.py": (WIRING, {
         "RunGuard._strategy": DDP, "_strategy()": DDP, "_Checks.setup": CKPT, "_Checks.on_fit_start": LOOP,
         "_OneLineCheckpointIO": CKPT, "_OneLineCheckpointIO()": CKPT, "resolve_resume_path()": CKPT,
-        "read_checkpoint()": CKPT, "check_resumable_by()": CKPT, "precision_for()": PRECISION}),
+        "read_checkpoint()": CKPT, "check_resumable_by()": CKPT, "precision_for()": PRECISION,
+        "check_devices()": DDP}),
 }
 # vanilla/'s framework-free modules the Fabric trainer imports: counted on its side too (a feature None, in a
 # file or a definition: not counted).

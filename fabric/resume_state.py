@@ -65,10 +65,9 @@ def checkpoint_state(model, optimizer, scheduler, precision, early_stopping, che
     }
 
 
-def read_resume_checkpoint(load, path: Path) -> dict:
-    """`load` is `fabric.load`; a file it cannot read, or another trainer's, ends in one line."""
-    read_checkpoint(path)  # one-line errors for a missing, truncated or foreign file
-    checkpoint = load(path, weights_only=True)
+def read_resume_checkpoint(fabric, path: Path) -> dict:
+    """`fabric.load`, with a one-line error for a missing, truncated or foreign file, or another trainer's."""
+    checkpoint = read_checkpoint(path, load=lambda path: fabric.load(path, weights_only=True))
     check_resumable_by("fabric", checkpoint, path)
     return checkpoint
 

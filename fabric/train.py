@@ -23,6 +23,7 @@ if str(HERE) not in sys.path:
 import copy
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup
 
 from shared.checkpoint_file import PREFIX, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, parse_args, precision_for
+from shared.cli import check_data_parallel, check_devices, parse_args, precision_for
 from shared.data import PadCollator
 from shared.decoding import generate_questions
 from shared.errors import Interrupted, UserError, exit_on_user_error, no_training_batches_error, out_of_memory_error
@@ -71,11 +72,17 @@ class Job:
     args: object
 
 
+def loss_of(job: Job, batch: dict) -> torch.Tensor:
+    """The batch's loss through the model Fabric set up. Under `--strategy dp` Fabric's DataParallel gathers one
+    loss per GPU: their mean (a no-op on one loss)."""
+    return seq2seq_loss(job.model, batch).mean()
+
+
 def training_step(job: Job, batch: dict, batch_idx: int, num_batches: int) -> tuple[torch.Tensor, bool]:
     accumulate = job.args.accumulate_grad_batches
     steps_now = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == num_batches
     with job.fabric.no_backward_sync(job.model, enabled=not steps_now):  # DDP: no all-reduce while accumulating
-        loss = seq2seq_loss(job.model, batch)
+        loss = loss_of(job, batch)
         job.fabric.backward(loss / accumulate)
     if steps_now:
         if job.args.gradient_clip_val > 0:
@@ -93,7 +100,7 @@ def validate(job: Job, val_loader) -> torch.Tensor:
     job.model.eval()
     total, samples = torch.tensor(0.0, device=job.fabric.device), torch.tensor(0, device=job.fabric.device)
     for batch in val_loader:
-        loss = seq2seq_loss(job.model, batch)
+        loss = loss_of(job, batch)
         total, samples = total + loss.float() * batch["input_ids"].size(0), samples + batch["input_ids"].size(0)
     job.model.train()
     return (job.fabric.all_reduce(total, reduce_op="sum") / job.fabric.all_reduce(samples, reduce_op="sum")).cpu()
@@ -104,7 +111,7 @@ def sanity_check(job: Job, val_loader) -> None:
     job.model.eval()
     with isolate_rng(), torch.inference_mode():
         for _, batch in zip(range(2), val_loader, strict=False):
-            seq2seq_loss(job.model, batch)
+            loss_of(job, batch)
     job.model.train()
 
 
@@ -118,10 +125,11 @@ def num_train_batches(loader, limit: float | int) -> int:
     return batches
 
 
-def fit(job: Job, train_loader, loader: ResumableDataLoader, val_loader, early_stopping: EarlyStopping,
-        checkpoint: ModelCheckpoint, save, logger, position: Position, pending_rng: dict | None) -> None:
-    """Epochs of train-then-validate until max_epochs or early stopping. Ctrl-C or SIGTERM stops it after the next
-    optimizer step with a resumable last.ckpt."""
+def fit(job: Job, train_loader, resumable_loader: ResumableDataLoader, val_loader, early_stopping: EarlyStopping,
+        checkpoint: ModelCheckpoint, save, position: Position, pending_rng: dict | None) -> None:
+    """Epochs of train-then-validate until max_epochs or early stopping. `train_loader` is what Fabric made of
+    `resumable_loader` (its position goes into checkpoints); `pending_rng`, the RNG states of a run resumed
+    mid-epoch. Ctrl-C or SIGTERM stops it after the next optimizer step with a resumable last.ckpt."""
     fabric, args = job.fabric, job.args
     signals, progress = SignalConnector(), ProgressBar(enabled=fabric.is_global_zero)
 
@@ -139,9 +147,6 @@ def fit(job: Job, train_loader, loader: ResumableDataLoader, val_loader, early_s
                 if position.epoch + 1 >= args.max_epochs:
                     break
                 position.epoch, position.batches_done, position.epoch_finished = position.epoch + 1, 0, False
-                if pending_rng is not None:
-                    restore_rng_states(pending_rng)
-                    pending_rng = None
             num_batches = num_train_batches(train_loader, args.limit_train_batches)
             if position.batches_done == 0:
                 position.train_loss_sum, position.train_samples = torch.tensor(0.0), 0
@@ -156,7 +161,7 @@ def fit(job: Job, train_loader, loader: ResumableDataLoader, val_loader, early_s
                 loss, stepped = training_step(job, batch, batch_idx, num_batches)
                 position.train_loss_sum = position.train_loss_sum + loss.float().cpu() * batch["input_ids"].size(0)
                 position.train_samples += batch["input_ids"].size(0)
-                position.batches_done = loader.batches_trained = batch_idx + 1
+                position.batches_done = resumable_loader.batches_trained = batch_idx + 1
                 progress.advance(loss.item())
                 if stepped:
                     position.global_step += 1
@@ -167,13 +172,13 @@ def fit(job: Job, train_loader, loader: ResumableDataLoader, val_loader, early_s
                         stop_if_signalled()
             dev_loss = validate(job, val_loader)
             train_loss = position.train_loss_sum / position.train_samples
-            loader.batches_trained = 0
+            resumable_loader.batches_trained = 0
             # epoch-end values at the index of the epoch's last optimizer step, as Lightning logs them
             for row in ({"dev_loss": dev_loss.item(), "epoch": position.epoch},
                         {"train_loss": train_loss.item(), "epoch": position.epoch}):
                 fabric.log_dict(row, step=position.global_step - 1)
-            if fabric.is_global_zero:
-                logger.save()  # every row on disk as soon as it is logged
+            for logger in fabric.loggers:
+                logger.save()  # every row on disk as soon as it is logged (loggers write on rank 0 only)
             progress.end_epoch(train_loss=train_loss.item(), dev_loss=dev_loss.item())
             should_stop, message = early_stopping.check(dev_loss, position.epoch)
             position.should_stop = fabric.strategy.reduce_boolean_decision(should_stop, all=False)
@@ -233,32 +238,52 @@ def test_phase(job: Job, data, ckpt_path: str, output_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> dict | None:
     started = time.perf_counter()
     args = parse_args(PROG, TRAINER, argv)
-    output_dir = choose_run_directory(args, TRAINER, rank_zero_only.rank)
-    args.output_dir = str(output_dir)
     cuda = args.accelerator != "cpu" and torch.cuda.is_available()
+    check_devices(args.devices, cuda)
     if args.strategy == "dp":  # Fabric alone would fall back to ddp without CUDA, with a warning
         check_data_parallel(cuda)
-    precision = precision_for(args.precision, cuda)
+    output_dir = choose_run_directory(args, TRAINER, rank_zero_only.rank)
+    args.output_dir = str(output_dir)
     if rank_zero_only.rank == 0:
         prepare_output_dir(output_dir, args.resume, args.overwrite)
     csv_logger = CSVLogger(output_dir, name="", version="")
-    loggers = [csv_logger, TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)]
+    tensorboard_logger = TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)
     try:
         fabric = Fabric(accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
-                        precision=precision, loggers=loggers)
-    except (MisconfigurationException, ValueError, RuntimeError) as error:  # no GPU, too many GPUs
+                        precision=precision_for(args.precision, cuda), loggers=[csv_logger, tensorboard_logger])
+    except (MisconfigurationException, ValueError, RuntimeError, TypeError) as error:  # no GPU, too many GPUs
         raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
     fabric.launch()
+    with other_ranks_stopped_on_failure(fabric):
+        return train_and_test(fabric, args, output_dir, started)
+
+
+@contextmanager
+def other_ranks_stopped_on_failure(fabric: Fabric):
+    """A failure in rank 0 alone (a full disk, say) would leave the processes Fabric started waiting for it in a
+    collective: stop them, as the Trainer does. (Under torchrun, torchrun does.) An interruption ends every rank."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except BaseException:
+        for process in getattr(fabric.strategy.launcher, "procs", []):
+            process.kill()
+        raise
+
+
+def train_and_test(fabric: Fabric, args, output_dir: Path, started: float) -> dict | None:
+    csv_logger, tensorboard_logger = fabric.loggers
     resume_path = resolve_resume_path(output_dir, args.resume) if args.resume else None
-    resume = read_resume_checkpoint(fabric.load, resume_path) if resume_path else None
+    resume = read_resume_checkpoint(fabric, resume_path) if resume_path else None
     if resume is not None:  # continue at the batch size the run had (it may have come from the search)
         args.batch_size = resume["hyper_parameters"].get("batch_size", args.batch_size)
 
-    fabric.seed_everything(args.seed, verbose=False)
+    fabric.seed_everything(args.seed, workers=False, verbose=False)
     data = prepare_data(args, output_dir, save_tokenizer=fabric.is_global_zero)
     raw_model = make_model(args, data.tokenizer)
     if fabric.world_size > 1:
-        fabric.seed_everything(args.seed, verbose=False)  # as Lightning re-seeds every process when DDP starts
+        fabric.seed_everything(args.seed, workers=False, verbose=False)  # as Lightning re-seeds when DDP starts
     if fabric.is_global_zero:
         print(start_line(data, raw_model, f"{type(fabric.strategy).__name__} on {fabric.world_size} "
                                           f"{fabric.device.type} device(s)"))
@@ -268,16 +293,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     job = Job(fabric, model, raw_model, optimizer, scheduler, args)
     collate = PadCollator(data.tokenizer.pad_token_id)
 
-    def train_loader(batch_size: int) -> ResumableDataLoader:
+    def make_train_loader(batch_size: int) -> ResumableDataLoader:
         return ResumableDataLoader(data.train, batch_size=batch_size, shuffle=True, collate_fn=collate,
                                    num_workers=args.num_workers)
 
     if args.auto_batch_size and resume is None:
-        args.batch_size = search_batch_size(job, train_loader, len(data.train))
-    fabric_train_loader, val_loader = fabric.setup_dataloaders(
-        train_loader(args.batch_size), DataLoader(data.dev, batch_size=args.batch_size, collate_fn=collate,
-                                                  num_workers=args.num_workers))
-    loader = fabric_train_loader._dataloader  # the ResumableDataLoader Fabric iterates (its own copy under DDP)
+        args.batch_size = search_batch_size(job, make_train_loader, len(data.train))
+    train_loader, val_loader = fabric.setup_dataloaders(
+        make_train_loader(args.batch_size), DataLoader(data.dev, batch_size=args.batch_size, collate_fn=collate,
+                                                       num_workers=args.num_workers))
+    resumable_loader = train_loader._dataloader  # the ResumableDataLoader Fabric iterates (its own copy under DDP)
 
     hparams = dict(vars(args))
     early_stopping = EarlyStopping("dev_loss", patience=args.patience, min_delta=args.min_delta)
@@ -287,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     def save(path: Path) -> None:
         state = checkpoint_state(raw_model, optimizer, scheduler, fabric.strategy.precision, early_stopping,
-                                 checkpoint, position, loader, hparams)
+                                 checkpoint, position, resumable_loader, hparams)
         try:
             fabric.save(path, state)
         except OSError as error:
@@ -297,8 +322,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     pending_rng = None
     if resume is not None:
         position, pending_rng = restore(resume, resume_path, raw_model, optimizer, scheduler,
-                                        fabric.strategy.precision, early_stopping, checkpoint, loader,
-                                        fabric_train_loader, fabric.world_size, fabric.global_rank)
+                                        fabric.strategy.precision, early_stopping, checkpoint, resumable_loader,
+                                        train_loader, fabric.world_size, fabric.global_rank)
         if position.epoch_finished:  # between epochs: the next epoch draws its order from these generators
             restore_rng_states(pending_rng)
             pending_rng = None
@@ -309,29 +334,30 @@ def main(argv: list[str] | None = None) -> dict | None:
             keep_logged_rows(csv_logger, position.global_step)
     if fabric.is_global_zero:  # Fabric's loggers write no hparams.yaml (the Trainer's do): as vanilla/ writes it
         save_hparams(output_dir, hparams)
-        Path(loggers[1].log_dir).mkdir(parents=True, exist_ok=True)
-        save_hparams(loggers[1].log_dir, hparams)
+        tensorboard_dir = Path(tensorboard_logger.log_dir)
+        tensorboard_dir.mkdir(parents=True, exist_ok=True)
+        save_hparams(tensorboard_dir, hparams)
+    status = "failed"
     try:
-        fit(job, fabric_train_loader, loader, val_loader, early_stopping, checkpoint, save, csv_logger, position,
+        fit(job, train_loader, resumable_loader, val_loader, early_stopping, checkpoint, save, position,
             pending_rng)
+        status = "success"
     except RuntimeError as error:
         if is_oom_error(error):
             raise out_of_memory_error(args.batch_size) from None
         raise
     finally:
-        for logger in loggers:
-            logger.finalize("success")
+        for logger in fabric.loggers:
+            logger.finalize(status)
     if position.should_stop and fabric.is_global_zero:
         print(f"early stopping: {early_stopping.stopping_reason_message}")
     if not fabric.is_global_zero:
-        fabric.barrier()  # rank 0 tests alone, on the whole test set
-        return None
+        return None  # rank 0 tests alone, on the whole test set
     ckpt_path = checkpoint.best_model_path or checkpoint.last_model_path
     print(f"testing {ckpt_path}")
     report = test_phase(job, data, ckpt_path, output_dir)
     export_pretrained(raw_model, data.tokenizer, output_dir / "export")
     print(end_lines(report, ckpt_path, output_dir / "export", started))
-    fabric.barrier()
     return report
 
 

@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.memory import is_oom_error
 
 from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, precision_for
+from shared.cli import check_data_parallel, check_devices, precision_for
 from shared.errors import UserError, no_training_batches_error, out_of_memory_error
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 
@@ -39,6 +39,7 @@ class RunGuard:
             # continue at the batch size the run had (it may have come from the batch-size search)
             args.batch_size = self.resume["hyper_parameters"].get("batch_size", args.batch_size)
         cuda = args.accelerator != "cpu" and torch.cuda.is_available()
+        check_devices(args.devices, cuda)
         self.strategy = self._strategy(args.strategy, cuda)
         self.precision = precision_for(args.precision, cuda)
         self.callbacks = [_Checks(self)]

@@ -1,28 +1,30 @@
-"""Reading a checkpoint a user points at, with one-line errors (both trainers' frameworks would end in a traceback):
-safe loading, the checks that it is this project's and fits the model, and which trainer wrote it."""
+"""Reading a checkpoint a user points at, with one-line errors (the frameworks would end in a traceback): safe
+loading, the checks that it is this project's and fits the model, and which trainer wrote it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from shared.errors import UserError
 
-PREFIX = "model."  # both trainers keep the seq2seq model as `self.model`: its weights are `model.*`
+PREFIX = "model."  # every trainer keeps the seq2seq model as `self.model`: its weights are `model.*`
 
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be written or read; the message names the file."""
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """`torch.load(weights_only=True)`: reading a checkpoint cannot run code."""
+def read_checkpoint(path: str | Path, load: Callable[[Path], object] | None = None) -> dict:
+    """`torch.load(weights_only=True)` (or `load`, which must be as safe: Fabric's `load(path, weights_only=True)`):
+    reading a checkpoint cannot run code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load(path) if load else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- torch.load fails in many ways on a bad file (even KeyError)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first_line[:200]})") from None

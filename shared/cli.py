@@ -37,7 +37,7 @@ def _non_negative_float(text: str) -> float:
 def _devices(text: str) -> int:
     value = int(text)
     if value == 0 or value < -1:
-        raise argparse.ArgumentTypeError(f"must be a positive number of devices or -1 for all, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive number of devices or -1 for every GPU, got {text}")
     return value
 
 
@@ -125,7 +125,7 @@ def build_parser(prog: str, trainer: str) -> argparse.ArgumentParser:
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto",
                           help="auto picks the GPU when CUDA is available")
-    hardware.add_argument("--devices", type=_devices, default=1, help="number of devices, or -1 for all")
+    hardware.add_argument("--devices", type=_devices, default=1, help="number of devices, or -1 for every GPU")
     hardware.add_argument("--strategy", choices=("auto", "dp", "ddp"), default="auto",
                           help="dp: torch.nn.DataParallel over the GPUs (as the 2021 seed did); ddp: one process "
                                "per device, launched by the trainer (or by torchrun)")
@@ -153,8 +153,16 @@ def check_data_parallel(cuda: bool) -> None:
                         "(use --strategy ddp for several CPU processes)")
 
 
+def check_devices(devices: int, cuda: bool) -> None:
+    """`--devices -1` means every CUDA GPU, as in Lightning, whose CPU accelerator refuses it: the same in every
+    trainer."""
+    if devices == -1 and not cuda:
+        raise UserError("--devices -1: means every CUDA GPU, and none is in use; on the CPU give a number of "
+                        "processes (--devices 2 --strategy ddp)")
+
+
 def parse_args(prog: str, trainer: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`trainer` ("vanilla", "lightning"): where its runs go by default, runs/<trainer>/version_N."""
+    """`trainer` ("vanilla", "fabric", "lightning"): where its runs go by default, runs/<trainer>/version_N."""
     args = build_parser(prog, trainer).parse_args(argv)
     if args.resume is not None and args.overwrite:
         raise UserError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")

@@ -145,7 +145,7 @@ def _read_run(path: Path) -> Run:
         except (OSError, ValueError, KeyError, TypeError) as error:
             problems.append(f"unreadable test_metrics.json ({_first_line(error)})")
             tested = None
-    if run.trainer == "?" and path.parent.name in ("vanilla", "lightning"):
+    if run.trainer == "?" and path.parent.name in ("vanilla", "fabric", "lightning"):
         run.trainer = path.parent.name
     run.status = _status(path, run, tested, last, dev, problems)
     return run

@@ -61,6 +61,24 @@ def test_resume_from_a_checkpoint_taken_between_epochs_is_exact(trained_runs, ti
         assert (out / name).read_text() == (straight / name).read_text(), name
 
 
+def test_a_failure_in_rank_zero_alone_stops_the_other_rank_and_is_one_line(tiny_data, tmp_path):
+    """Two processes, Fabric's launcher starting the second: rank 0's first step checkpoint fails on a full disk
+    while rank 1 waits for it in a collective. Rank 0 stops rank 1 (which would otherwise wait, or die with a
+    traceback when the connection drops) and ends with its one line."""
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "tests/helpers/interrupted_train.py", "fabric", "full:1",
+                             *tiny_args(tiny_data, out, "--strategy", "ddp", "--devices", "2",
+                                        "--checkpoint-every-n-steps", "2")],
+                            cwd=REPO, env=dict(ENV, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 2, result.stderr[-3000:]
+    # the line may follow the progress bar's unfinished one
+    errors = [line[line.index("error"):] for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: cannot write checkpoint {out / 'checkpoints' / 'last.ckpt'}: No space left on "
+                      f"device; the previous checkpoint, if any, is intact"], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
 def imported_modules(path: Path) -> set[str]:
     modules = set()
     for node in ast.walk(ast.parse(path.read_text())):

@@ -296,6 +296,7 @@ def test_a_refused_resume_keeps_what_the_run_wrote(tiny_data, tmp_path, straight
     (["--strategy", "dp"], ["--strategy dp", "CUDA"]),
     (["--accelerator", "gpu"], ["--accelerator", "gpu"]),
     (["--devices", "0"], ["--devices"]),
+    (["--devices", "-1"], ["--devices -1", "CUDA"]),
 ])
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_impossible_device_requests_are_one_line_in_all(tiny_data, tmp_path, trainer, flags, fragments):

@@ -1,4 +1,4 @@
-"""Versioned run directories and the table of runs, for both trainers (the code is shared): with no --output-dir a
+"""Versioned run directories and the table of runs, for every trainer (the code is shared): with no --output-dir a
 run gets runs/<trainer>/version_N, two runs never collide, --resume last continues the latest, and
 `python -m shared.runs` lists every run with how it ended."""
 
@@ -18,6 +18,7 @@ import torch
 
 from shared.errors import UserError
 from shared.run_dir import new_version
+from shared.runs import read_run
 from tests.conftest import REPO, tiny_args
 
 pytestmark = pytest.mark.slow
@@ -146,6 +147,14 @@ def runs_tree(tiny_data, tmp_path_factory) -> tuple[Path, str]:
         holder.wait()
     assert result.returncode == 0, result.stderr
     return cwd, result.stdout
+
+
+def test_a_run_without_a_checkpoint_takes_its_trainer_from_its_folder(tmp_path):
+    for trainer in ("vanilla", "fabric", "lightning"):
+        run = tmp_path / "runs" / trainer / "version_0"
+        run.mkdir(parents=True)
+        (run / "hparams.yaml").write_text("lr: 0.001\n")
+        assert read_run(run).trainer == trainer
 
 
 def test_two_runs_of_one_command_started_together_keep_both(runs_tree):

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
-from shared.cli import check_data_parallel
+from shared.cli import check_data_parallel, check_devices
 from shared.errors import UserError
 
 
@@ -29,8 +28,8 @@ def resolve_hardware(accelerator: str, devices: int, strategy: str) -> Hardware:
         raise UserError("--accelerator gpu: no CUDA GPU is visible (torch.cuda.is_available() is False)")
     if accelerator == "auto":
         accelerator = "gpu" if gpus > 0 else "cpu"
-    available = gpus if accelerator == "gpu" else (os.cpu_count() or 1)
-    count = available if devices == -1 else devices
+    check_devices(devices, cuda=accelerator == "gpu")
+    count = gpus if devices == -1 else devices
     if accelerator == "gpu" and count > gpus:
         raise UserError(f"--devices {devices}: only {gpus} CUDA GPU(s) are visible")
     if strategy == "dp":

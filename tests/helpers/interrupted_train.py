@@ -5,10 +5,13 @@ argv is the trainer's. The kills are `os._exit`: no clean-up, no final checkpoin
     step:N          the same
     val:K           kill during the K-th validation batch (the sanity check's two batches count)
     save:K          kill half-way through writing the K-th checkpoint file (its temporary file) to disk
+    full:K          the K-th checkpoint file cannot be written: No space left on device (under DDP rank 0 alone
+                    writes checkpoints, so it alone fails)
     signal:NAME:N   send SIGNAME (TERM or INT) to this process at optimizer step N, and let the trainer react
 """
 
 import builtins
+import errno
 import importlib.util
 import os
 import signal
@@ -102,7 +105,7 @@ elif KIND == "val":
         return original_loss(model, batch)
 
     train.seq2seq_loss = loss
-elif KIND == "save":
+elif KIND in ("save", "full"):
     real_open, writes = builtins.open, [0]
 
     class HalfWriter:
@@ -136,6 +139,9 @@ elif KIND == "save":
         if "w" in mode and "b" in mode and is_checkpoint_write(file):
             writes[0] += 1
             if writes[0] == AT:
+                if KIND == "full":
+                    handle.close()
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
                 return HalfWriter(handle)
         return handle
 
