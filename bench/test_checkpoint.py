@@ -75,7 +75,7 @@ def load(trained, trainer: str, path) -> None:
         from resume_state import read_resume_checkpoint, restore
 
         job, train_loader, loader, _, early_stopping, checkpoint, *_ = trained["fabric"]
-        restore(read_resume_checkpoint(job.fabric.load, path), path, job.raw_model, job.optimizer, job.scheduler,
+        restore(read_resume_checkpoint(job.fabric, path), path, job.raw_model, job.optimizer, job.scheduler,
                 job.fabric.strategy.precision, early_stopping, checkpoint, loader, train_loader, 1, 0)
     else:
         # what Trainer.fit(ckpt_path=...) does before training: read, then restore model, callbacks, loops,
