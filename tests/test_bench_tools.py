@@ -39,7 +39,8 @@ def test_attribution_by_file_definition_call_attribute_and_trainer_flag(tmp_path
 def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
     variants = {name: {"ms_per_step": ms, "ratio_to_bare_loop": ms / 80, "ratio_to_vanilla": ms / 81,
                        "steps_timed": 100, "rounds": 4, "samples_per_s": 32000 / ms, "target_tokens_per_s": 1e5 / ms,
-                       **({"validation_samples_per_s": 900.0} if "bare" not in name else {})}
+                       **({"validation_samples_per_s": 900.0} if "bare" not in name else {}),
+                       **({"ratio_to_vanilla_by_round": [0.99, ms / 81, 1.08]} if name == "fabric" else {})}
                 for name, ms in zip(report.VARIANTS, (80.0, 81.0, 82.0, 83.0, 84.0), strict=True)}
     document = {"datetime": "2026-11-28T00:00:00", "machine_summary": "test machine",
                 "commit_info": {"id": "0123456789abcdef", "dirty": False},
@@ -62,7 +63,8 @@ def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
     assert "lightning (as configured) vs vanilla +3.7% (target within 5%: met)" in text
     assert "| start-up to first optimizer step | 5.000 s | 5.500 s | 6.000 s | 1.100x | 1.200x |" in text
     assert "at commit 0123456789 on test machine" in text
+    assert "| fabric | 82.00 | 1.025x | 1.012x | 0.990 to 1.080 | +2.00 ms |" in text
     assert report.per_step_cost(document, "small") == {"vanilla": "1.012x the bare loop",
-                                                        "fabric": "1.012x vanilla (+1.00 ms)",
+                                                        "fabric": "1.012x vanilla (+1.00 ms; rounds 0.990 to 1.080)",
                                                         "lightning": "1.037x vanilla (+3.00 ms)"}
     assert report.per_step_cost(document, "tiny") == {}
