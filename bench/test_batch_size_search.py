@@ -30,21 +30,25 @@ def oom_above_limit(trials: list[int], searching):
     return wrap
 
 
-def vanilla_search(argv) -> tuple[float, int]:
-    from vanilla import train
-
-    seconds, trials = [], []
-
-    def timed(original):
+def timed(seconds: list[float], trials: list[int] | None = None):
+    """Wraps a search function: its duration into `seconds`, the sizes it tried into `trials`."""
+    def wrap(original):
         def search(*args, **kwargs):
             started = time.perf_counter()
             result = original(*args, **kwargs)
             seconds.append(time.perf_counter() - started)
-            trials.extend(result.tried)
+            if trials is not None:
+                trials.extend(result.tried)
             return result
         return search
+    return wrap
 
-    with patched(train, "search_with_optimization", timed), \
+
+def vanilla_search(argv) -> tuple[float, int]:
+    from vanilla import train
+
+    seconds, trials = [], []
+    with patched(train, "search_with_optimization", timed(seconds, trials)), \
             patched(train, "seq2seq_loss", oom_above_limit([], lambda: False)):
         train.main(argv)
     return seconds[0], len(trials)
@@ -55,23 +59,8 @@ def fabric_search(argv) -> tuple[float, int]:
 
     train = load_train("fabric")
     seconds, trials = [], []
-
-    def timed(original):
-        def search(*args, **kwargs):
-            started = time.perf_counter()
-            result = original(*args, **kwargs)
-            seconds.append(time.perf_counter() - started)
-            return result
-        return search
-
-    def counted(original):
-        def scale(*args, **kwargs):
-            result = original(*args, **kwargs)
-            trials.extend(result.tried)
-            return result
-        return scale
-
-    with patched(train, "search_batch_size", timed), patched(train, "scale_batch_size", counted), \
+    # the whole search (Fabric's trial steps included) is timed; the sizes come from the algorithm it reuses
+    with patched(train, "search_batch_size", timed(seconds)), patched(train, "scale_batch_size", timed([], trials)), \
             patched(train, "seq2seq_loss", oom_above_limit([], lambda: False)):
         train.main(argv)
     return seconds[0], len(trials)
@@ -83,7 +72,7 @@ def lightning_search(argv) -> tuple[float, int]:
     train = load_lightning_train()
     seconds, trials, state = [], [], {"searching": False}
 
-    def timed(tuner_class):
+    def timed_tuner(tuner_class):
         class Tuner(tuner_class):
             def scale_batch_size(self, *args, **kwargs):
                 state["searching"], started = True, time.perf_counter()
@@ -94,7 +83,7 @@ def lightning_search(argv) -> tuple[float, int]:
                     state["searching"] = False
         return Tuner
 
-    with patched(train, "Tuner", timed), \
+    with patched(train, "Tuner", timed_tuner), \
             patched(train, "seq2seq_loss", oom_above_limit(trials, lambda: state["searching"])):
         train.main(argv)
     return seconds[0], len(trials)

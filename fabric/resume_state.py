@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from shared.checkpoint_file import PREFIX, CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
-from shared.rng_state import collect_rng_states
+from shared.rng_state import collect_rng_states, gather_from_every_rank
 
 LIGHTNING_LAYOUT = "2.6.6"  # the checkpoint layout the dict follows (Lightning reads no checkpoint without the key)
 
@@ -36,19 +35,10 @@ class Position:
     train_samples: int = 0
 
 
-def _gather(obj) -> list:
-    """Every rank's `obj`, in rank order (Fabric gathers tensors only)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
 def checkpoint_state(model, optimizer, scheduler, precision, early_stopping, checkpoint, position: Position,
                      loader, hparams: dict) -> dict:
     """The dict `fabric.save` writes; built on every rank (it gathers their RNG states)."""
-    rng_states = _gather(collect_rng_states())
+    rng_states = gather_from_every_rank(collect_rng_states())
     return {
         "trainer": "fabric",
         "pytorch-lightning_version": LIGHTNING_LAYOUT,

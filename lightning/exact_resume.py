@@ -31,7 +31,7 @@ from torchmetrics import Metric
 
 from shared.checkpoint_file import CheckpointError
 from shared.errors import Interrupted
-from shared.rng_state import collect_rng_states, restore_rng_states
+from shared.rng_state import collect_rng_states, gather_from_every_rank, restore_rng_states
 
 
 def exact_resume_callbacks(output_dir: Path, checkpoint: ModelCheckpoint, every_n_train_steps: int,
@@ -39,15 +39,6 @@ def exact_resume_callbacks(output_dir: Path, checkpoint: ModelCheckpoint, every_
     step_checkpoint = [StepCheckpoint(checkpoint, every_n_train_steps)] if every_n_train_steps else []
     return [ExactResume(), KeepLoggedRows(output_dir / "metrics.csv", resuming), *step_checkpoint,
             StopOnSignal(checkpoint)]
-
-
-def _gather(obj) -> list:
-    """Every rank's `obj`, in rank order (one element in a single process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
 
 
 class ExactResume(Callback):
@@ -71,7 +62,7 @@ class ExactResume(Callback):
         metrics = {name: {key: value.detach().cpu().clone() for key, value in metric.metric_state.items()}
                    for name, metric in self._metrics().items()} if self.batches_trained else {}
         # Lightning builds the checkpoint on every rank and writes rank 0's: gather what differs between ranks
-        ranks = _gather({"rng": collect_rng_states(), "metrics": metrics})
+        ranks = gather_from_every_rank({"rng": collect_rng_states(), "metrics": metrics})
         return {"rng_states": [rank["rng"] for rank in ranks], "metric_states": [rank["metrics"] for rank in ranks],
                 "mid_epoch": self.batches_trained > 0,
                 "should_stop": bool(self._trainer and self._trainer.should_stop)}  # early stopping had decided

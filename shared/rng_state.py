@@ -1,5 +1,6 @@
-"""Every random generator's state, in a form a checkpoint can hold. Neither trainer's framework saves it (Lightning
-does not either), and exact resume needs it: dropout masks and shuffles must continue where they stopped."""
+"""Every random generator's state, in a form a checkpoint can hold. Neither framework saves it (Fabric's and
+Lightning's checkpoints leave it out), and exact resume needs it: dropout masks and shuffles must continue where
+they stopped. Under DDP every rank's states go into the checkpoint, gathered to rank 0."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ import random
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+
+def gather_from_every_rank(obj) -> list:
+    """Every rank's `obj`, in rank order (one element in a single process). Fabric and Lightning gather tensors
+    only; a rank's RNG states are not one."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def collect_rng_states() -> dict:

@@ -13,6 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON_ENV = {"PYTHONWARNINGS": "ignore"}
 
 
+def run_tree(out: Path) -> list[str]:
+    """Every file and folder of a run, relative to it; TensorBoard event files named by kind only."""
+    names = []
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out).as_posix()
+        names.append(relative.split("events.out.tfevents.")[0] + "events" if "tfevents" in relative else relative)
+    return names
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """200 train / 48 dev / 24 test questions in SQuAD v1.1 files."""

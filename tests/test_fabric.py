@@ -14,23 +14,14 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, load_train, tiny_args
+from tests.conftest import REPO, load_train, run_tree, tiny_args
 
 pytestmark = pytest.mark.slow
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
 
 
-def tree(out: Path) -> list[str]:
-    """Every file and folder of a run, relative to it; TensorBoard event files named by kind only."""
-    names = []
-    for path in sorted(out.rglob("*")):
-        relative = path.relative_to(out).as_posix()
-        names.append(relative.split("events.out.tfevents.")[0] + "events" if "tfevents" in relative else relative)
-    return names
-
-
 def test_same_artifact_tree_and_settings_as_the_other_trainers(trained_runs):
-    assert tree(trained_runs["fabric"]) == tree(trained_runs["vanilla"]) == tree(trained_runs["lightning"])
+    assert run_tree(trained_runs["fabric"]) == run_tree(trained_runs["vanilla"]) == run_tree(trained_runs["lightning"])
     hparams = {t: yaml.safe_load((out / "hparams.yaml").read_text()) for t, out in trained_runs.items()}
     for settings in hparams.values():
         settings.pop("output_dir")

@@ -15,7 +15,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from shared.errors import UserError
-from tests.conftest import REPO, load_lightning_train, tiny_args
+from tests.conftest import REPO, load_lightning_train, run_tree, tiny_args
 
 pytestmark = pytest.mark.slow
 # Subprocesses keep this process's thread count: a different one changes float sums in the last bit.
@@ -38,15 +38,6 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)  # Lightning's checkpoints load safely too
 
 
-def tree(out: Path) -> list[str]:
-    """Every file and folder of a run, relative to it; TensorBoard event files named by kind only."""
-    names = []
-    for path in sorted(out.rglob("*")):
-        relative = path.relative_to(out).as_posix()
-        names.append(relative.split("events.out.tfevents.")[0] + "events" if "tfevents" in relative else relative)
-    return names
-
-
 def assert_same_weights(a: Path, b: Path) -> None:
     x, y = load(a)["state_dict"], load(b)["state_dict"]
     model_keys = [k for k in x if k.startswith("model.")]
@@ -58,10 +49,10 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def test_same_artifact_tree_as_the_vanilla_trainer(trained_runs):
     """Same files and folders; their contents are compared in test_parity.py."""
     v, pl = trained_runs["vanilla"], trained_runs["lightning"]
-    assert tree(pl) == tree(v)
+    assert run_tree(pl) == run_tree(v)
     assert {"checkpoints/last.ckpt", "metrics.csv", "hparams.yaml", "tensorboard/events", "tensorboard/hparams.yaml",
             "predictions.jsonl", "test_metrics.json", "export/model.safetensors",
-            "tokenizer/tokenizer.json"} <= set(tree(pl))
+            "tokenizer/tokenizer.json"} <= set(run_tree(pl))
     hparams = [yaml.safe_load((out / "hparams.yaml").read_text()) for out in (v, pl)]
     assert hparams[0].pop("output_dir") != hparams[1].pop("output_dir") and hparams[0] == hparams[1]
     names = sorted(p.name for p in (pl / "checkpoints").iterdir())
