@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
+from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from resume_state import Position, checkpoint_state, keep_logged_rows, read_resume_checkpoint, restore
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup
 
 from shared.checkpoint_file import PREFIX, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, check_devices, parse_args, precision_for
+from shared.cli import check_data_parallel, check_devices, check_num_nodes, parse_args, precision_for
 from shared.data import PadCollator
 from shared.decoding import generate_questions
 from shared.errors import Interrupted, UserError, exit_on_user_error, no_training_batches_error, out_of_memory_error
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(PROG, TRAINER, argv)
     cuda = args.accelerator != "cpu" and torch.cuda.is_available()
     check_devices(args.devices, cuda)
+    check_num_nodes(args.num_nodes, TorchElasticEnvironment.detect() or SLURMEnvironment.detect())
     if args.strategy == "dp":  # Fabric alone would fall back to ddp without CUDA, with a warning
         check_data_parallel(cuda)
     output_dir = choose_run_directory(args, TRAINER, rank_zero_only.rank)
@@ -249,11 +251,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     csv_logger = CSVLogger(output_dir, name="", version="")
     tensorboard_logger = TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)
     try:
-        fabric = Fabric(accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
-                        precision=precision_for(args.precision, cuda), loggers=[csv_logger, tensorboard_logger])
+        fabric = Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+                        strategy=args.strategy, precision=precision_for(args.precision, cuda),
+                        loggers=[csv_logger, tensorboard_logger])
     except (MisconfigurationException, ValueError, RuntimeError, TypeError) as error:  # no GPU, too many GPUs
         raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
-    fabric.launch()
+    try:
+        fabric.launch()
+    except ValueError as error:  # the launcher's world is not --num-nodes x --devices processes
+        raise UserError(f"--num-nodes/--devices: {error}") from None
     with other_ranks_stopped_on_failure(fabric):
         return train_and_test(fabric, args, output_dir, started)
 

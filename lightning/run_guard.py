@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback
+from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.memory import is_oom_error
 
 from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, check_devices, precision_for
+from shared.cli import check_data_parallel, check_devices, check_num_nodes, precision_for
 from shared.errors import UserError, no_training_batches_error, out_of_memory_error
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 
@@ -40,6 +41,9 @@ class RunGuard:
             args.batch_size = self.resume["hyper_parameters"].get("batch_size", args.batch_size)
         cuda = args.accelerator != "cpu" and torch.cuda.is_available()
         check_devices(args.devices, cuda)
+        # several nodes need a launcher that Lightning detects (torchrun, srun); alone, its launcher would start
+        # this machine's processes and wait for the other nodes' forever
+        check_num_nodes(args.num_nodes, TorchElasticEnvironment.detect() or SLURMEnvironment.detect())
         self.strategy = self._strategy(args.strategy, cuda)
         self.precision = precision_for(args.precision, cuda)
         self.callbacks = [_Checks(self)]
@@ -58,8 +62,9 @@ class RunGuard:
 
     @contextmanager
     def one_line_errors(self):
-        """Around building the Trainer, the batch-size search and fit: an impossible device request, the Tuner's
-        refusal under DDP and out-of-memory in one line each; any other error as it is."""
+        """Around building the Trainer, the batch-size search and fit: an impossible device request, a launcher's
+        world other than --num-nodes x --devices, the Tuner's refusal under DDP and out-of-memory in one line each;
+        any other error as it is."""
         try:
             yield
         except MisconfigurationException as error:
@@ -67,18 +72,23 @@ class RunGuard:
                 raise
             raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
         except ValueError as error:
+            if _raised_in(error, "torchelastic.py") or _raised_in(error, "slurm.py"):  # the launcher's world
+                raise UserError(f"--num-nodes/--devices: {error}") from None
             if not _raised_in(error, "tuning.py"):
                 raise
             raise UserError(f"--auto-batch-size: {error} Run the search with --devices 1") from None
         except RuntimeError as error:
+            if _raised_in(error, "slurm.py"):  # SLURM's tasks not described per node
+                raise UserError(f"SLURM: {error}") from None
             if is_oom_error(error):
                 raise out_of_memory_error(self.args.batch_size) from None
             raise
 
 
 def _raised_in(error: BaseException, filename: str) -> bool:
-    """Whether Lightning's module `filename` is on the error's traceback."""
-    return any(Path(frame.filename).name == filename and "pytorch_lightning" in frame.filename
+    """Whether Lightning's (or Fabric's, which Lightning builds on) module `filename` is on the error's traceback."""
+    return any(Path(frame.filename).name == filename
+               and ("pytorch_lightning" in frame.filename or "lightning_fabric" in frame.filename)
                for frame in traceback.extract_tb(error.__traceback__))
 
 

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = pl.Trainer(
             max_epochs=args.max_epochs, limit_train_batches=args.limit_train_batches,
             accumulate_grad_batches=args.accumulate_grad_batches, gradient_clip_val=args.gradient_clip_val or None,
-            accelerator=args.accelerator, devices=args.devices, strategy=guard.strategy,
+            accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=guard.strategy,
             precision=guard.precision,
             callbacks=[early_stopping, checkpoint, *guard.callbacks, *exact_resume_callbacks(
                 output_dir, checkpoint, args.checkpoint_every_n_steps, resuming=guard.ckpt_path is not None)],

@@ -126,6 +126,9 @@ def build_parser(prog: str, trainer: str) -> argparse.ArgumentParser:
     hardware.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto",
                           help="auto picks the GPU when CUDA is available")
     hardware.add_argument("--devices", type=_devices, default=1, help="number of devices, or -1 for every GPU")
+    hardware.add_argument("--num-nodes", type=_positive_int, default=1,
+                          help="machines taking part, each running --devices processes; the processes of every "
+                               "node are started by torchrun or SLURM's srun (docs/multi-node.md)")
     hardware.add_argument("--strategy", choices=("auto", "dp", "ddp"), default="auto",
                           help="dp: torch.nn.DataParallel over the GPUs (as the 2021 seed did); ddp: one process "
                                "per device, launched by the trainer (or by torchrun)")
@@ -161,6 +164,14 @@ def check_devices(devices: int, cuda: bool) -> None:
                         "processes (--devices 2 --strategy ddp)")
 
 
+def check_num_nodes(num_nodes: int, started_by_launcher: bool) -> None:
+    """A trainer starts the processes of its own machine only: the ranks of several machines come from a launcher
+    run on each (Lightning's third way, NODE_RANK set by hand on every node, is not used here)."""
+    if num_nodes > 1 and not started_by_launcher:
+        raise UserError(f"--num-nodes {num_nodes}: start the processes of every node with torchrun or srun "
+                        f"(docs/multi-node.md); a trainer alone starts those of its own machine only")
+
+
 def parse_args(prog: str, trainer: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """`trainer` ("vanilla", "fabric", "lightning"): where its runs go by default, runs/<trainer>/version_N."""
     args = build_parser(prog, trainer).parse_args(argv)
@@ -174,6 +185,8 @@ def parse_args(prog: str, trainer: str, argv: Sequence[str] | None = None) -> ar
                         "give one of them")
     if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name.startswith(".")):
         raise UserError(f"--name {args.name!r}: a folder name under runs/, without '/' or a leading '.'")
+    if args.strategy == "dp" and args.num_nodes > 1:
+        raise UserError("--strategy dp runs one process on one machine; across --num-nodes use --strategy ddp")
     if args.model is not None and args.model_size != "small":
         raise UserError("--model-size sets the size of a model trained from scratch; it cannot be used with --model")
     return args

@@ -297,11 +297,28 @@ def test_a_refused_resume_keeps_what_the_run_wrote(tiny_data, tmp_path, straight
     (["--accelerator", "gpu"], ["--accelerator", "gpu"]),
     (["--devices", "0"], ["--devices"]),
     (["--devices", "-1"], ["--devices -1", "CUDA"]),
+    (["--num-nodes", "2", "--strategy", "ddp"], ["--num-nodes 2", "torchrun or srun"]),
+    (["--num-nodes", "2", "--strategy", "dp"], ["--strategy dp", "--num-nodes"]),
 ])
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_impossible_device_requests_are_one_line_in_all(tiny_data, tmp_path, trainer, flags, fragments):
     assert_one_line_error(run_process(f"{trainer}/train.py", *tiny_args(tiny_data, tmp_path / "run", *flags)),
                           *fragments)
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_a_launcher_world_other_than_nodes_times_devices_is_one_line_naming_the_numbers(tiny_data, tmp_path,
+                                                                                       trainer):
+    """torchrun starts 2 processes; the command line asks for 1 node x 1 device: every rank refuses, in one line
+    (torchrun itself then prints its own traceback, of the launcher's code)."""
+    result = run_process("-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                         f"{trainer}/train.py", *tiny_args(tiny_data, tmp_path / "run", "--strategy", "ddp"))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and 'train.py", line' not in result.stderr, result.stderr[-3000:]
+    assert all("--num-nodes" in line and "1" in line and "2" in line for line in errors), errors
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_all(tiny_data, tmp_path):

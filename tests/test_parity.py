@@ -13,7 +13,9 @@ import csv
 import hashlib
 import json
 import os
+import random
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -256,6 +258,88 @@ def test_ddp_on_two_cpu_processes_gives_equal_weights(ddp_runs):
                     {t: [(out / name).read_text() for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json")]
                      for t, out in ddp_runs.items()}, lambda texts: f"{len(texts)} files")
     assert same and files
+
+
+def free_port(low: int = 1024, high: int = 65535) -> int:
+    for port in random.Random().sample(range(low, high), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port in [{low}, {high})")
+
+
+def run_together(commands: list[tuple[list[str], dict]]) -> list[subprocess.CompletedProcess]:
+    """Start every (argv, extra environment) at once, as a launcher on each node would, and wait for all."""
+    processes = [subprocess.Popen([sys.executable, *argv], cwd=REPO, env=dict(DDP_ENV, **extra), text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for argv, extra in commands]
+    results = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return results
+
+
+def same_run_as_ddp_runs(out: Path, ddp_runs: dict[str, Path]) -> bool:
+    """Weights, metrics.csv, predictions and test scores equal to every trainer's one-node, two-process run."""
+    return all(weights_equal(out / "checkpoints" / "last.ckpt", other / "checkpoints" / "last.ckpt")
+               and all((out / name).read_text() == (other / name).read_text()
+                       for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"))
+               for other in ddp_runs.values())
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_two_torchrun_nodes_on_the_loopback_equal_one_node(ddp_runs, tiny_data, tmp_path, trainer):
+    """Two torchrun "nodes" on 127.0.0.1, one process each (`--num-nodes 2 --devices 1`): the run of each trainer
+    equals the one-node, two-process runs of all three."""
+    out, port = tmp_path / "two-nodes", free_port()
+    args = tiny_args(tiny_data, out, *DDP_ARGS, "--overwrite", "--devices", "1", "--num-nodes", "2")
+    nodes = run_together([(["-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
+                             "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                             f"{trainer}/train.py", *args], {}) for rank in (0, 1)])
+    for node in nodes:
+        assert node.returncode == 0, node.stderr[-3000:]
+    same = same_run_as_ddp_runs(out, ddp_runs)
+    record_parity(f"2 torchrun nodes x 1 process: {trainer}, vs every one-node DDP run",
+                  {t: ("2 nodes: " if t == trainer else "") + fingerprint(
+                      (out if t == trainer else ddp_runs[t]) / "checkpoints" / "last.ckpt") for t in TRAINERS}, same)
+    assert same
+
+
+def slurm_task(rank: int, job_id: str) -> dict:
+    """What `srun` sets for task `rank` of a one-node, two-task job (`sbatch --nodes 1 --ntasks-per-node 2`)."""
+    return {"SLURM_JOB_ID": job_id, "SLURM_JOB_NAME": "qg", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1", "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank)}
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_slurm_tasks_equal_the_self_launched_run(ddp_runs, tiny_data, tmp_path, trainer):
+    """Two processes started with SLURM's variables, as `srun` starts them, and nothing else (no MASTER_ADDR or
+    MASTER_PORT: the rendezvous comes from the node list and the job id): Lightning and Fabric detect SLURM
+    themselves, vanilla reads the variables by hand. Each run equals every one-node DDP run."""
+    out = tmp_path / "slurm"
+    job_id = str(free_port(15000, 25000) - 15000).zfill(4)  # the rendezvous port is 15000 + its last 4 digits
+    args = [f"{trainer}/train.py", *tiny_args(tiny_data, out, *DDP_ARGS, "--overwrite")]
+    assert not DDP_ENV.keys() & {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"}  # srun's alone
+    tasks = run_together([(args, slurm_task(rank, job_id)) for rank in (0, 1)])
+    for task in tasks:
+        assert task.returncode == 0, task.stderr[-3000:]
+    assert "on 2 cpu device(s)" in tasks[0].stdout and "testing " not in tasks[1].stdout
+    same = same_run_as_ddp_runs(out, ddp_runs)
+    record_parity(f"SLURM, 2 tasks: {trainer}, vs every one-node DDP run",
+                  {t: ("SLURM: " if t == trainer else "") + fingerprint(
+                      (out if t == trainer else ddp_runs[t]) / "checkpoints" / "last.ckpt") for t in TRAINERS}, same)
+    assert same
 
 
 @pytest.mark.ddp

@@ -22,7 +22,7 @@ class Hardware:
         return "cuda" if self.accelerator == "gpu" else "cpu"
 
 
-def resolve_hardware(accelerator: str, devices: int, strategy: str) -> Hardware:
+def resolve_hardware(accelerator: str, devices: int, strategy: str, num_nodes: int = 1) -> Hardware:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if accelerator == "gpu" and gpus == 0:
         raise UserError("--accelerator gpu: no CUDA GPU is visible (torch.cuda.is_available() is False)")
@@ -35,6 +35,6 @@ def resolve_hardware(accelerator: str, devices: int, strategy: str) -> Hardware:
     if strategy == "dp":
         check_data_parallel(cuda=accelerator == "gpu")
         return Hardware("gpu", "dp", count)
-    if strategy == "ddp" or count > 1:  # Lightning's "auto" picks DDP for more than one device
+    if strategy == "ddp" or count > 1 or num_nodes > 1:  # Lightning's "auto" picks DDP for more than one device
         return Hardware(accelerator, "ddp", count)
     return Hardware(accelerator, "single", 1)

@@ -4,8 +4,8 @@ its subprocess launcher).
 Launched two ways, as Lightning is:
 - `python vanilla/train.py --strategy ddp --devices N`: this process becomes rank 0 and starts ranks 1..N-1 as
   copies of the same command, with the rendezvous in environment variables;
-- under `torchrun` (one machine or several): the launcher has set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
-  MASTER_PORT, and nothing is started here.
+- under `torchrun` or SLURM's `srun` (one machine or several): the launcher started every rank, and
+  `cluster_environment.py` reads where each one stands; nothing is started here.
 Backend gloo on the CPU, nccl on CUDA. Each rank sees its own shard of the data through a DistributedSampler
 seeded with the run's seed and re-shuffled per epoch with `set_epoch`, as Lightning does. Only rank 0 writes
 files; reductions keep every rank's early-stopping and checkpoint decisions identical.
@@ -26,11 +26,9 @@ import torch
 import torch.distributed as dist
 
 from shared.errors import Interrupted
+from vanilla.cluster_environment import started_externally
 
 T = TypeVar("T")
-
-ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -45,10 +43,6 @@ class ProcessInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1 or dist.is_initialized()
-
-
-def launched_by_torchrun() -> bool:
-    return all(key in os.environ for key in ENV_KEYS)
 
 
 def _free_port() -> int:
@@ -82,7 +76,7 @@ def wait_for(children: list[subprocess.Popen], failed: bool) -> int:
 def run_ranks(script: str, argv: list[str], world_size: int, fit: Callable[[], T]) -> T:
     """Run `fit` in this process and in the other ranks (started here as copies of the command, or by torchrun),
     then leave together: wait for the other ranks (stopping them if this one failed) and end the process group."""
-    children = [] if launched_by_torchrun() else launch_local_ranks(script, argv, world_size)
+    children = [] if started_externally() else launch_local_ranks(script, argv, world_size)
     try:
         result = fit()
     except BaseException as error:

@@ -19,14 +19,14 @@ import time
 import torch
 from transformers import get_constant_schedule_with_warmup
 
-from shared.cli import parse_args
+from shared.cli import check_num_nodes, parse_args
 from shared.errors import UserError, exit_on_user_error, out_of_memory_error
 from shared.export import export_pretrained
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 from shared.summary import end_lines, start_line
-from vanilla import ddp
+from vanilla import cluster_environment, ddp
 from vanilla.accelerator import Hardware, resolve_hardware
 from vanilla.batch_size_finder import is_oom_error, search_with_optimization
 from vanilla.checkpoint_connector import read_resume_checkpoint, restore_checkpoint, saver
@@ -134,7 +134,9 @@ def test_phase(args, model, data, checkpoint: ModelCheckpoint, precision: Precis
 def main(argv: list[str] | None = None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(PROG, TRAINER, argv)
-    hardware = resolve_hardware(args.accelerator, args.devices, args.strategy)
+    hardware = resolve_hardware(args.accelerator, args.devices, args.strategy, args.num_nodes)
+    cluster_environment.detect(args.num_nodes, hardware.devices)  # torchrun's or SLURM's ranks, checked
+    check_num_nodes(args.num_nodes, cluster_environment.started_externally())
     args.output_dir = str(choose_run_directory(args, TRAINER, rank=int(os.environ.get("RANK", "0"))))
     if hardware.strategy == "ddp":
         return ddp.run_ranks(str(Path(__file__).resolve()), argv, hardware.devices,
