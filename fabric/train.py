@@ -21,35 +21,40 @@ if str(HERE) not in sys.path:
     sys.path.append(str(HERE))
 
 import copy
+import os
 import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
 from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning_fabric.strategies import DDPStrategy
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from resume_state import Position, checkpoint_state, keep_logged_rows, read_resume_checkpoint, restore
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from transformers import get_constant_schedule_with_warmup
 
 from shared.checkpoint_file import PREFIX, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, check_devices, check_num_nodes, parse_args, precision_for
+from shared.cli import check_data_parallel, check_devices, check_num_nodes, parse_args, precision_for, runs_ddp
 from shared.data import PadCollator
 from shared.decoding import generate_questions
 from shared.errors import Interrupted, UserError, exit_on_user_error, no_training_batches_error, out_of_memory_error
 from shared.export import export_pretrained
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
-from shared.predictions import write_test_report
+from shared.predictions import in_test_order, test_share, write_test_report
+from shared.process_tree import end_with_rank_zero
 from shared.resumable_loader import ResumableDataLoader
-from shared.rng_state import restore_rng_states
+from shared.rng_state import gather_from_every_rank, restore_rng_states
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 from shared.summary import end_lines, start_line
-from vanilla.batch_size_finder import is_oom_error, scale_batch_size  # reused: framework-free
+from vanilla.batch_size_finder import cleaning_up_after_oom, is_oom_error, scale_batch_size  # reused: framework-free
+from vanilla.data_parallel import autocast_in_replicas  # reused: DataParallel's threads forget the autocast dtype
 from vanilla.early_stopping import EarlyStopping  # reused
 from vanilla.loggers import save_hparams  # reused
 from vanilla.model_checkpoint import ModelCheckpoint  # reused
@@ -208,9 +213,11 @@ def search_batch_size(job: Job, make_loader, dataset_length: int) -> int:
                 if steps >= 3:
                     break
 
+    # Fabric's precision plugin holds the GradScaler (16-mixed only): an out-of-memory trial must end its step
+    trial = cleaning_up_after_oom(run_trial, job.optimizer, getattr(job.fabric.strategy.precision, "scaler", None))
     with isolate_rng():
         try:
-            result = scale_batch_size(run_trial, job.args.batch_size, dataset_length, mode=job.args.auto_batch_size)
+            result = scale_batch_size(trial, job.args.batch_size, dataset_length, mode=job.args.auto_batch_size)
         finally:
             for part, state in zip(parts, saved, strict=True):
                 part.load_state_dict(state)
@@ -219,31 +226,41 @@ def search_batch_size(job: Job, make_loader, dataset_length: int) -> int:
     return result.batch_size
 
 
-def test_phase(job: Job, data, ckpt_path: str, output_dir: Path) -> dict:
-    """In this process alone, on the whole test set (fabric.load would wait for the other processes)."""
+def test_phase(job: Job, data, ckpt_path: str, output_dir: Path) -> dict | None:
+    """Every process loads the checkpoint and generates for its share of the test batches (all of them in one
+    process); rank 0 gathers the shares in order, scores them and writes the files. The scores on rank 0."""
     checkpoint = read_checkpoint(ckpt_path)
     check_weights_fit(job.raw_model, checkpoint, ckpt_path)
     job.raw_model.load_state_dict({name.removeprefix(PREFIX): tensor for name, tensor in
                                    checkpoint["state_dict"].items() if name.startswith(PREFIX)})
     job.raw_model.eval()
-    loader = DataLoader(data.test, batch_size=job.args.batch_size, collate_fn=PadCollator(data.tokenizer.pad_token_id))
-    generated: list[str] = []
+    fabric, batch_size = job.fabric, job.args.batch_size
+    share = Subset(data.test, test_share(len(data.test), batch_size, fabric.global_rank, fabric.world_size))
+    loader = DataLoader(share, batch_size=batch_size, collate_fn=PadCollator(data.tokenizer.pad_token_id))
+    batches: list[list[str]] = []
     for batch in loader:
-        with job.fabric.autocast():
-            batch = job.fabric.to_device(batch)
-            generated += generate_questions(job.raw_model, data.tokenizer, batch, job.args.num_beams,
-                                            job.args.max_target_length)
-    return write_test_report(output_dir, data.test.examples, generated, ckpt_path)
+        with fabric.autocast():
+            batch = fabric.to_device(batch)
+            batches.append(generate_questions(job.raw_model, data.tokenizer, batch, job.args.num_beams,
+                                              job.args.max_target_length))
+    batches_of_each_rank = gather_from_every_rank(batches)  # Fabric's all_gather takes tensors only
+    if not fabric.is_global_zero:
+        return None
+    return write_test_report(output_dir, data.test.examples, in_test_order(batches_of_each_rank), ckpt_path)
 
 
 def main(argv: list[str] | None = None) -> dict | None:
     started = time.perf_counter()
+    end_with_rank_zero()  # a rank Fabric's launcher started ends with rank 0, however rank 0 ends
     args = parse_args(PROG, TRAINER, argv)
     cuda = args.accelerator != "cpu" and torch.cuda.is_available()
     check_devices(args.devices, cuda)
     check_num_nodes(args.num_nodes, TorchElasticEnvironment.detect() or SLURMEnvironment.detect())
     if args.strategy == "dp":  # Fabric alone would fall back to ddp without CUDA, with a warning
         check_data_parallel(cuda)
+    if SLURMEnvironment.detect():  # srun's tasks meet where Lightning says, also to agree on a run directory
+        slurm = SLURMEnvironment()
+        os.environ.update(MASTER_ADDR=slurm.main_address, MASTER_PORT=str(slurm.main_port))
     output_dir = choose_run_directory(args, TRAINER, rank_zero_only.rank)
     args.output_dir = str(output_dir)
     if rank_zero_only.rank == 0:
@@ -251,8 +268,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     csv_logger = CSVLogger(output_dir, name="", version="")
     tensorboard_logger = TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)
     try:
+        strategy = DDPStrategy(timeout=timedelta(seconds=args.ddp_timeout)) if runs_ddp(args) else args.strategy
         fabric = Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-                        strategy=args.strategy, precision=precision_for(args.precision, cuda),
+                        strategy=strategy, precision=precision_for(args.precision, cuda),
                         loggers=[csv_logger, tensorboard_logger])
     except (MisconfigurationException, ValueError, RuntimeError, TypeError) as error:  # no GPU, too many GPUs
         raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
@@ -295,7 +313,8 @@ def train_and_test(fabric: Fabric, args, output_dir: Path, started: float) -> di
                                           f"{fabric.device.type} device(s)"))
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=args.warmup_steps)
-    model, optimizer = fabric.setup(raw_model, optimizer)
+    model, optimizer = fabric.setup(autocast_in_replicas(raw_model, args.precision) if args.strategy == "dp"
+                                    else raw_model, optimizer)
     job = Job(fabric, model, raw_model, optimizer, scheduler, args)
     collate = PadCollator(data.tokenizer.pad_token_id)
 
@@ -357,11 +376,12 @@ def train_and_test(fabric: Fabric, args, output_dir: Path, started: float) -> di
             logger.finalize(status)
     if position.should_stop and fabric.is_global_zero:
         print(f"early stopping: {early_stopping.stopping_reason_message}")
-    if not fabric.is_global_zero:
-        return None  # rank 0 tests alone, on the whole test set
     ckpt_path = checkpoint.best_model_path or checkpoint.last_model_path
-    print(f"testing {ckpt_path}")
+    if fabric.is_global_zero:
+        print(f"testing {ckpt_path}")
     report = test_phase(job, data, ckpt_path, output_dir)
+    if not fabric.is_global_zero:
+        return None  # the other ranks have no collective left: they leave
     export_pretrained(raw_model, data.tokenizer, output_dir / "export")
     print(end_lines(report, ckpt_path, output_dir / "export", started))
     return report

@@ -172,8 +172,17 @@ class StopOnSignal(Callback):
         self._stop_after_fit = False
         self._previous_handlers: dict = {}
 
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        self._catch_stop_signals()
+
     def on_train_start(self, trainer, pl_module) -> None:
-        if threading.current_thread() is threading.main_thread():  # after Lightning's own handlers: replaces them
+        self._catch_stop_signals()  # a resumed run has no sanity check
+
+    def _catch_stop_signals(self) -> None:
+        """From the sanity check on, after Lightning's own handlers, which it sets up once fit has started:
+        replaces them (on SIGTERM under DDP they broadcast from inside the handler, and end the run with status
+        0 at the next batch without a checkpoint)."""
+        if threading.current_thread() is threading.main_thread() and not self._previous_handlers:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous_handlers[signum] = signal.getsignal(signum)
                 signal.signal(signum, lambda signum, frame: setattr(self, "received", signum))

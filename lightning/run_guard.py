@@ -7,8 +7,12 @@ instead of tracebacks and multi-line warnings.
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import traceback
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -16,19 +20,25 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback
 from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.memory import is_oom_error
 
 from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, check_devices, check_num_nodes, precision_for
+from shared.cli import check_data_parallel, check_devices, check_num_nodes, precision_for, runs_ddp
 from shared.errors import UserError, no_training_batches_error, out_of_memory_error
+from shared.process_tree import end_with_rank_zero
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 
 
 class RunGuard:
     def __init__(self, args, trainer: str):
+        end_with_rank_zero()  # a rank Lightning's launcher started ends with rank 0, however rank 0 ends
         self.args = args
         self.is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher are not
+        if SLURMEnvironment.detect():  # srun's tasks meet where Lightning says, also to agree on a run directory
+            slurm = SLURMEnvironment()
+            os.environ.update(MASTER_ADDR=slurm.main_address, MASTER_PORT=str(slurm.main_port))
         self.output_dir = choose_run_directory(args, trainer, rank_zero_only.rank)
         args.output_dir = str(self.output_dir)  # the run's settings (hparams.yaml) say where it went
         if self.is_rank_zero:
@@ -44,21 +54,26 @@ class RunGuard:
         # several nodes need a launcher that Lightning detects (torchrun, srun); alone, its launcher would start
         # this machine's processes and wait for the other nodes' forever
         check_num_nodes(args.num_nodes, TorchElasticEnvironment.detect() or SLURMEnvironment.detect())
-        self.strategy = self._strategy(args.strategy, cuda)
+        self._check_data_parallel(args.strategy, cuda)
         self.precision = precision_for(args.precision, cuda)
-        self.callbacks = [_Checks(self)]
+        self.callbacks = [_Checks(self), SigtermEndsTheTest()]
         self.plugins = [_OneLineCheckpointIO()]
 
+    @property
+    def strategy(self) -> str | DDPStrategy:
+        """DDP with the run's --ddp-timeout (a new one for each Trainer: a strategy holds its Trainer's state)."""
+        if self.args.strategy == "dp" or runs_ddp(self.args):
+            return DDPStrategy(timeout=timedelta(seconds=self.args.ddp_timeout))
+        return self.args.strategy
+
     @staticmethod
-    def _strategy(strategy: str, cuda: bool) -> str:
+    def _check_data_parallel(strategy: str, cuda: bool) -> None:
         """The seed asked for `accelerator='dp'`; Lightning 2.0 removed DataParallel (Trainer(strategy='dp')
         raises), so its intent -- every visible GPU -- maps to DDP, the replacement Lightning supports."""
-        if strategy != "dp":
-            return strategy
-        check_data_parallel(cuda)
-        print("notice: --strategy dp: Lightning 2.x has no DataParallel (removed in 2.0); running strategy='ddp', "
-              "its supported replacement, with one process per GPU")
-        return "ddp"
+        if strategy == "dp":
+            check_data_parallel(cuda)
+            print("notice: --strategy dp: Lightning 2.x has no DataParallel (removed in 2.0); running strategy='ddp', "
+                  "its supported replacement, with one process per GPU")
 
     @contextmanager
     def one_line_errors(self):
@@ -111,6 +126,16 @@ class _Checks(Callback):
             batches = math.ceil(math.ceil(len(loader.dataset) / trainer.world_size) / loader.batch_size)
             if int(batches * limit) == 0:
                 raise no_training_batches_error(limit, batches)
+
+
+class SigtermEndsTheTest(Callback):
+    """SIGTERM in the test phase ends the process at once, as in the other trainers: training is over and saved,
+    and `--resume last` tests again. (Lightning's own handler would end the phase with status 0 at the next batch,
+    after broadcasting from inside the handler to ranks that are not listening.)"""
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _OneLineCheckpointIO(TorchCheckpointIO):

@@ -27,8 +27,8 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.tuner import Tuner
 from pytorch_lightning.utilities.seed import isolate_rng
-from run_guard import RunGuard
-from torch.utils.data import DataLoader
+from run_guard import RunGuard, SigtermEndsTheTest
+from torch.utils.data import DataLoader, Subset
 from torchmetrics import MeanMetric
 from transformers import get_constant_schedule_with_warmup
 
@@ -39,8 +39,9 @@ from shared.errors import exit_on_user_error
 from shared.export import export_pretrained
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
-from shared.predictions import write_test_report
+from shared.predictions import in_test_order, test_share, write_test_report
 from shared.resumable_loader import ResumableDataLoader
+from shared.rng_state import gather_from_every_rank
 from shared.summary import end_lines, start_line
 
 PROG = "lightning/train.py"
@@ -65,7 +66,10 @@ class QGDataModule(pl.LightningDataModule):
                           num_workers=self.num_workers)
 
     def test_dataloader(self):
-        return DataLoader(self.data.test, batch_size=self.batch_size, collate_fn=self.collate,
+        # Under DDP this process's share of the test batches (shared.predictions), in place of the DistributedSampler
+        # Lightning would add (the tester runs with use_distributed_sampler=False)
+        share = test_share(len(self.data.test), self.batch_size, self.trainer.global_rank, self.trainer.world_size)
+        return DataLoader(Subset(self.data.test, share), batch_size=self.batch_size, collate_fn=self.collate,
                           num_workers=self.num_workers)
 
 
@@ -78,7 +82,8 @@ class QGModule(pl.LightningModule):
         # The epoch's batch-size-weighted mean loss over this process's batches, as vanilla/ logs it. A NaN loss
         # keeps the mean NaN (torchmetrics' nan_strategy="disable" would also drop the weights).
         self.train_loss = MeanMetric(nan_strategy=float("nan"), sync_on_compute=False)
-        self.generated: list[str] = []
+        self.generated: list[list[str]] = []  # this process's test batches
+        self.generated_in_order: list[str] = []  # every process's, in test-set order (rank 0)
 
     def training_step(self, batch, batch_idx):
         loss = seq2seq_loss(self.model, batch)
@@ -92,8 +97,12 @@ class QGModule(pl.LightningModule):
                  batch_size=batch["input_ids"].size(0))
 
     def test_step(self, batch, batch_idx):
-        self.generated += generate_questions(self.model, self.tokenizer, batch, self.hparams.num_beams,
-                                             self.hparams.max_target_length)
+        self.generated.append(generate_questions(self.model, self.tokenizer, batch, self.hparams.num_beams,
+                                                 self.hparams.max_target_length))
+
+    def on_test_epoch_end(self):
+        # strings, which LightningModule.all_gather (tensors only) cannot gather
+        self.generated_in_order = in_test_order(gather_from_every_rank(self.generated))
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
@@ -110,12 +119,15 @@ def scale_batch_size(trainer: pl.Trainer, module: QGModule, datamodule: QGDataMo
     return batch_size
 
 
-def single_device_tester(trainer: pl.Trainer) -> pl.Trainer:
-    """Under DDP each process would test its own share of the test set: test every example once, in this one."""
+def ddp_tester(trainer: pl.Trainer, args, guard: RunGuard) -> pl.Trainer:
+    """Under DDP every process tests its own share of the batches, given by the datamodule rather than by the
+    DistributedSampler Lightning would add (it pads the shares with repeated examples)."""
     if trainer.world_size == 1:
         return trainer
-    return pl.Trainer(accelerator=trainer.accelerator, devices=1, precision=trainer.precision, logger=False,
-                      enable_model_summary=False, default_root_dir=trainer.default_root_dir)
+    return pl.Trainer(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+                      strategy=guard.strategy, precision=guard.precision, use_distributed_sampler=False, logger=False,
+                      callbacks=[SigtermEndsTheTest()], enable_model_summary=False,
+                      default_root_dir=trainer.default_root_dir)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -150,15 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=guard.ckpt_path, weights_only=True)
     if early_stopping.stopping_reason_message and trainer.is_global_zero:
         print(f"early stopping: {early_stopping.stopping_reason_message}")
-    if not trainer.is_global_zero:
-        return {}
-
     ckpt_path = checkpoint.best_model_path or checkpoint.last_model_path
-    print(f"testing {ckpt_path}")
+    if trainer.is_global_zero:
+        print(f"testing {ckpt_path}")
     module.generated = []
-    tester = single_device_tester(trainer)
-    tester.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
-    report = write_test_report(output_dir, data.test.examples, module.generated, ckpt_path)
+    ddp_tester(trainer, args, guard).test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True,
+                                          verbose=False)
+    if not trainer.is_global_zero:
+        return {}  # the other ranks have no collective left: they leave
+    report = write_test_report(output_dir, data.test.examples, module.generated_in_order, ckpt_path)
     export_pretrained(module.model, data.tokenizer, output_dir / "export")
     print(end_lines(report, ckpt_path, output_dir / "export", started))
     return report

@@ -34,6 +34,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
 def _devices(text: str) -> int:
     value = int(text)
     if value == 0 or value < -1:
@@ -132,6 +139,9 @@ def build_parser(prog: str, trainer: str) -> argparse.ArgumentParser:
     hardware.add_argument("--strategy", choices=("auto", "dp", "ddp"), default="auto",
                           help="dp: torch.nn.DataParallel over the GPUs (as the 2021 seed did); ddp: one process "
                                "per device, launched by the trainer (or by torchrun)")
+    hardware.add_argument("--ddp-timeout", type=_positive_float, default=1800.0, metavar="SECONDS",
+                          help="how long a DDP rank waits in a collective for the others before failing "
+                               "(Lightning's DDPStrategy(timeout=...), 30 minutes by default)")
     hardware.add_argument("--precision", choices=PRECISIONS, default="32-true",
                           help="32-true, or autocast to bfloat16 / float16 (float16 with a GradScaler on CUDA)")
     hardware.add_argument("--auto-batch-size", choices=("power", "binsearch"),
@@ -162,6 +172,11 @@ def check_devices(devices: int, cuda: bool) -> None:
     if devices == -1 and not cuda:
         raise UserError("--devices -1: means every CUDA GPU, and none is in use; on the CPU give a number of "
                         "processes (--devices 2 --strategy ddp)")
+
+
+def runs_ddp(args) -> bool:
+    """The run is DDP: asked for, or Lightning's "auto" choice for more than one device or node."""
+    return args.strategy == "ddp" or (args.strategy == "auto" and (args.devices > 1 or args.num_nodes > 1))
 
 
 def check_num_nodes(num_nodes: int, started_by_launcher: bool) -> None:

@@ -29,7 +29,7 @@ class Interrupted(Exception):
 def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
     """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback (and a
     version directory the run made but never wrote to is removed); an interruption prints how to go on and exits
-    128 + signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+    128 + signal number (130 for Ctrl-C, 143 for SIGTERM; 0 in the ranks rank 0 started, `shared.process_tree`)."""
 
     def wrapped() -> None:
         try:
@@ -42,9 +42,11 @@ def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
         except Interrupted as stop:
+            from shared.process_tree import interrupted_exit_status
+
             if stop.announce:
                 print(stop, flush=True)
-            sys.exit(128 + stop.signum)
+            sys.exit(interrupted_exit_status(stop.signum))
 
     wrapped.__name__ = getattr(main, "__name__", "main")
     wrapped.__doc__ = main.__doc__

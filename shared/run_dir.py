@@ -5,8 +5,8 @@ With no `--output-dir`, each run gets its own directory, as Lightning's loggers 
 runs started at the same moment never take the same version. `--resume last` continues the latest version that
 has a checkpoint.
 Rank 0 decides; the other ranks of a DDP run learn its choice (from the environment of the process that
-started them, or, under torchrun, from the launcher's key-value store). A directory is locked by the run writing
-to it, and a finished run is never replaced without `--overwrite`.
+started them, or, under torchrun or srun, from a key-value store at the rendezvous address). A directory is
+locked by the run writing to it, and a finished run is never replaced without `--overwrite`.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def choose_run_directory(args, trainer: str, rank: int, say=print) -> Path:
         _new.append(chosen)
         say(f"run directory: {chosen}")
     os.environ[CHOSEN_ENV] = f"{os.getpid()}:{chosen}"
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        _torchrun_store(rank).set(_store_key(), str(chosen))
+    if _launcher() is not None:
+        _launcher_store(rank).set(_store_key(), str(chosen))
     return chosen
 
 
@@ -156,30 +156,44 @@ def discard_if_unused() -> None:
     _new.clear()
 
 
+def _launcher() -> str | None:
+    """Which launcher started every rank: "torchrun", "srun" (SLURM's tasks, not an interactive allocation), or
+    None (the trainer started the other ranks itself)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return "torchrun"
+    if "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        return "srun"
+    return None
+
+
 def _store_key() -> str:
-    return f"{_STORE_KEY}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return f"{_STORE_KEY}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', os.environ.get('SLURM_RESTART_COUNT', '0'))}"
 
 
-def _torchrun_store(rank: int):
-    """The key-value store of this torchrun launch: the agent's own, or the one rank 0 hosts on MASTER_PORT (a
-    multi-tenant store, which the process group shares when it starts)."""
+def _launcher_store(rank: int):
+    """The key-value store the ranks meet at: torchrun's agent's, or one rank 0 hosts on MASTER_ADDR:MASTER_PORT
+    (a multi-tenant store, which the process group shares when it starts)."""
     global _store
     if _store is None:
         from torch.distributed import TCPStore
 
+        if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+            raise UserError("under srun without MASTER_ADDR and MASTER_PORT the ranks cannot agree on a new version "
+                            "directory: export both (docs/multi-node.md), or give --output-dir")
         host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
         if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
             _store = TCPStore(host, port, is_master=False, timeout=timedelta(minutes=2))
         else:
-            _store = TCPStore(host, port, int(os.environ["WORLD_SIZE"]), is_master=rank == 0,
-                              timeout=timedelta(minutes=2), wait_for_workers=False, multi_tenant=True)
+            world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+            _store = TCPStore(host, port, world_size, is_master=rank == 0, timeout=timedelta(minutes=2),
+                              wait_for_workers=False, multi_tenant=True)
     return _store
 
 
 def _rank_zero_choice(root: Path, rank: int) -> Path:
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun started every rank: rank 0 shares its choice in the store
+    if _launcher() is not None:  # torchrun or srun started every rank: rank 0 shares its choice in the store
         try:
-            return Path(_torchrun_store(rank).get(_store_key()).decode())
+            return Path(_launcher_store(rank).get(_store_key()).decode())
         except RuntimeError as error:
             raise UserError(f"rank {rank}: rank 0 chose no run directory under {root} "
                             f"({str(error).splitlines()[0]})") from None

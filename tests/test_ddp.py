@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,3 +67,43 @@ def test_ddp_resume_mid_epoch(tiny_data, tmp_path):
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key
     assert (straight / "metrics.csv").read_text() == (resumed / "metrics.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def slow_test_phase_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """Each trainer under torchrun, two ranks, a process-group timeout of 6 s and a test phase of 2 batches (25
+    examples, 13 a batch) that take 4 s each: 8 s in one process, 4 s per rank when the ranks share the batches."""
+    runs = {}
+    for trainer in ("vanilla", "fabric", "lightning"):
+        runs[trainer] = tmp_path_factory.mktemp(f"slow-test-{trainer}")
+        run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+             "tests/helpers/slow_test_phase.py", trainer, "4",
+             *tiny_args(tiny_data, runs[trainer], "--strategy", "ddp", "--devices", "2", "--ddp-timeout", "6",
+                        "--batch-size", "13", "--max-epochs", "1", "--limit-train-batches", "2")])
+    return runs
+
+
+@pytest.mark.parametrize("trainer", ["vanilla", "fabric", "lightning"])
+def test_a_test_phase_longer_than_the_process_group_timeout_ends_well(slow_test_phase_runs, trainer):
+    out = slow_test_phase_runs[trainer]
+    report = json.loads((out / "test_metrics.json").read_text())
+    assert report["num_examples"] == len((out / "predictions.jsonl").read_text().splitlines()) == 25
+
+
+def test_the_ranks_shares_of_the_test_phase_give_the_one_process_predictions(slow_test_phase_runs, tiny_data,
+                                                                             tmp_path):
+    """The three trainers' two-rank predictions are equal, and equal to one process testing the same checkpoint."""
+    from shared.cli import parse_args
+    from shared.pipeline import make_model, prepare_data
+    from vanilla.evaluation_loop import run_test
+    from vanilla.precision import Precision
+
+    texts = {trainer: (out / "predictions.jsonl").read_text() for trainer, out in slow_test_phase_runs.items()}
+    assert texts["vanilla"] == texts["fabric"] == texts["lightning"]
+    out = slow_test_phase_runs["vanilla"]
+    args = parse_args("test", "test", tiny_args(tiny_data, out, "--batch-size", "13"))
+    data = prepare_data(args, tmp_path, save_tokenizer=False)
+    checkpoint = out / "checkpoints" / json.loads((out / "test_metrics.json").read_text())["checkpoint"]
+    run_test(make_model(args, data.tokenizer), data.tokenizer, data.test, str(checkpoint), torch.device("cpu"),
+             Precision("32-true", "cpu"), 13, args.num_beams, args.max_target_length, tmp_path)
+    assert (tmp_path / "predictions.jsonl").read_text() == texts["vanilla"]

@@ -271,9 +271,9 @@ def free_port(low: int = 1024, high: int = 65535) -> int:
     raise RuntimeError(f"no free port in [{low}, {high})")
 
 
-def run_together(commands: list[tuple[list[str], dict]]) -> list[subprocess.CompletedProcess]:
+def run_together(commands: list[tuple[list[str], dict]], cwd: Path = REPO) -> list[subprocess.CompletedProcess]:
     """Start every (argv, extra environment) at once, as a launcher on each node would, and wait for all."""
-    processes = [subprocess.Popen([sys.executable, *argv], cwd=REPO, env=dict(DDP_ENV, **extra), text=True,
+    processes = [subprocess.Popen([sys.executable, *argv], cwd=cwd, env=dict(DDP_ENV, **extra), text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for argv, extra in commands]
     results = []
     for process in processes:
@@ -326,14 +326,18 @@ def slurm_task(rank: int, job_id: str) -> dict:
 def test_slurm_tasks_equal_the_self_launched_run(ddp_runs, tiny_data, tmp_path, trainer):
     """Two processes started with SLURM's variables, as `srun` starts them, and nothing else (no MASTER_ADDR or
     MASTER_PORT: the rendezvous comes from the node list and the job id): Lightning and Fabric detect SLURM
-    themselves, vanilla reads the variables by hand. Each run equals every one-node DDP run."""
-    out = tmp_path / "slurm"
+    themselves, vanilla reads the variables by hand. No --output-dir: the ranks agree on a new version directory.
+    Each run equals every one-node DDP run."""
     job_id = str(free_port(15000, 25000) - 15000).zfill(4)  # the rendezvous port is 15000 + its last 4 digits
-    args = [f"{trainer}/train.py", *tiny_args(tiny_data, out, *DDP_ARGS, "--overwrite")]
+    args = tiny_args(tiny_data, tmp_path / "unused", *DDP_ARGS)
+    del args[args.index("--output-dir"):args.index("--output-dir") + 2]
     assert not DDP_ENV.keys() & {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"}  # srun's alone
-    tasks = run_together([(args, slurm_task(rank, job_id)) for rank in (0, 1)])
+    tasks = run_together([([str(REPO / trainer / "train.py"), *args], slurm_task(rank, job_id)) for rank in (0, 1)],
+                         cwd=tmp_path)
     for task in tasks:
         assert task.returncode == 0, task.stderr[-3000:]
+    out = tmp_path / "runs" / trainer / "version_0"
+    assert [path.name for path in (tmp_path / "runs" / trainer).iterdir()] == ["version_0"]
     assert "on 2 cpu device(s)" in tasks[0].stdout and "testing " not in tasks[1].stdout
     same = same_run_as_ddp_runs(out, ddp_runs)
     record_parity(f"SLURM, 2 tasks: {trainer}, vs every one-node DDP run",
@@ -365,6 +369,28 @@ def test_ddp_killed_and_resumed_equals_the_uninterrupted_runs(ddp_runs, tiny_dat
                        for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"))
                for out in ddp_runs.values())
     record_parity(f"DDP: {trainer} killed + --resume last, vs every uninterrupted run",
+                  {t: ("resumed: " if t == trainer else "") + fingerprint(
+                      (resumed if t == trainer else ddp_runs[t]) / "checkpoints" / "last.ckpt") for t in TRAINERS},
+                  same)
+    assert same
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_ddp_sigterm_to_every_process_and_resume_equal_the_uninterrupted_runs(ddp_runs, tiny_data, tmp_path, trainer):
+    """A scheduler's SIGTERM to every process of a self-launched two-rank run during its second training batch:
+    both ranks stop after step 2 with last.ckpt (exit 143); `--resume last` ends where the uninterrupted runs end."""
+    resumed = tmp_path / f"{trainer}-sigterm"
+    args = tiny_args(tiny_data, resumed, *DDP_ARGS)
+    stopped = subprocess.run([sys.executable, "tests/helpers/signal_at_phase.py", trainer, "train", "all", *args],
+                             cwd=REPO, env=DDP_ENV, capture_output=True, text=True, timeout=240,
+                             start_new_session=True)  # its own process group: the signal reaches only the run
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert load(resumed / "checkpoints" / "last.ckpt")["global_step"] == 2
+    result = run_process(f"{trainer}/train.py", *args, "--resume", "last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    same = same_run_as_ddp_runs(resumed, ddp_runs)
+    record_parity(f"DDP: {trainer} SIGTERM to every rank + --resume last, vs every uninterrupted run",
                   {t: ("resumed: " if t == trainer else "") + fingerprint(
                       (resumed if t == trainer else ddp_runs[t]) / "checkpoints" / "last.ckpt") for t in TRAINERS},
                   same)
@@ -475,7 +501,7 @@ def test_each_trainer_tests_the_others_checkpoints(trained_runs, tiny_data, tmp_
                                   enable_model_summary=False, default_root_dir=tmp_path)
             trainer.test(module, datamodule=lightning_train.QGDataModule(data, args.batch_size, 0),
                          ckpt_path=checkpoint, weights_only=True, verbose=False)
-            write_test_report(out, data.test.examples, module.generated, str(checkpoint))
+            write_test_report(out, data.test.examples, module.generated_in_order, str(checkpoint))
         else:
             fabric = Fabric(accelerator="cpu", devices=1)
             job = fabric_train.Job(fabric, fabric.setup(model), model, None, None, args)

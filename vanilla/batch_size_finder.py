@@ -12,7 +12,9 @@ The same algorithm as Lightning 2.6, quirks included, so both trainers try the s
   forever (binsearch); this search returns the last size that worked instead;
 - out-of-memory means a RuntimeError whose single argument reads like CUDA's "out of memory", cuDNN's
   "CUDNN_STATUS_NOT_SUPPORTED." or the CPU allocator's "can't allocate memory"; anything else propagates.
-The caller runs each trial (a few optimiser steps) and restores model, optimiser and RNG afterwards.
+The caller runs each trial (a few optimiser steps) and restores model, optimiser and RNG afterwards; a trial that
+runs out of memory, wherever in its step, leaves no gradients and no half-done GradScaler step for the next one
+(`cleaning_up_after_oom`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,38 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def end_failed_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """After an out-of-memory anywhere in a training step (forward, backward, unscale, clip, optimizer step).
+
+    The step's gradients go (set to None), so that the next trial neither adds them to its own nor lacks their
+    memory. A GradScaler stopped between `unscale_` and `update` still records the optimizer as unscaled (or
+    stepped), and its next `unscale_` raises; `update(new_scale=...)` is its public way to end a step, here keeping
+    the scale as it is. A scaler that has never scaled a loss has no step to end (and `update` refuses it)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None or not scaler.is_enabled():
+        return
+    try:
+        scaler.update(new_scale=scaler.get_scale())
+    except AssertionError:  # "_scale is None": no loss scaled yet, so no step under way
+        pass
+
+
+def cleaning_up_after_oom(run_trial: Callable[[int], None], optimizer: torch.optim.Optimizer,
+                          scaler: torch.amp.GradScaler | None) -> Callable[[int], None]:
+    """`run_trial`, which on out-of-memory ends the failed step (`end_failed_step`) before the error goes on to
+    the search."""
+
+    def trial(batch_size: int) -> None:
+        try:
+            run_trial(batch_size)
+        except RuntimeError as error:
+            if is_oom_error(error):
+                end_failed_step(optimizer, scaler)
+            raise
+
+    return trial
 
 
 @dataclass
@@ -191,7 +225,8 @@ def search_with_optimization(optimization: Optimization, make_loader: Callable[[
 
     with isolate_rng():
         try:
-            return scale_batch_size(run_trial, current_batch_size, dataset_length, mode=mode)
+            trial = cleaning_up_after_oom(run_trial, optimization.optimizer, optimization.precision.scaler)
+            return scale_batch_size(trial, current_batch_size, dataset_length, mode=mode)
         finally:
             for name, state in saved.items():
                 getattr(optimization, name).load_state_dict(state)

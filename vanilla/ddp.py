@@ -14,9 +14,11 @@ files; reductions keep every rank's early-stopping and checkpoint decisions iden
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from shared.errors import Interrupted
+from shared.process_tree import interrupted_exit_status
 from vanilla.cluster_environment import started_externally
 
 T = TypeVar("T")
@@ -62,6 +65,32 @@ def launch_local_ranks(script: str, argv: list[str], world_size: int) -> list[su
     return children
 
 
+class RankObserver(threading.Thread):
+    """While rank 0 works, it watches the ranks it started (Lightning: `_ChildProcessObserver`): when one ends
+    badly -- a crash, or a signal that ended it before it could stop cleanly -- it stops the others and ends rank 0,
+    which would otherwise wait for the lost rank in a collective until the process group's timeout."""
+
+    def __init__(self, children: list[subprocess.Popen]):
+        super().__init__(daemon=True, name="rank-observer")
+        self.children = children
+        self.done = threading.Event()  # rank 0 ends the run itself from here on
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            for rank, child in enumerate(self.children, start=1):
+                status = child.poll()
+                if status and not self.done.is_set():
+                    self._end_run(rank, status)
+
+    def _end_run(self, rank: int, status: int) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+        how = f"was ended by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
+        print(f"error: DDP rank {rank} {how}; the other ranks were stopped", file=sys.stderr, flush=True)
+        _exit_now(128 - status if status < 0 else 1)
+
+
 def wait_for(children: list[subprocess.Popen], failed: bool) -> int:
     """Wait for the other ranks (killing them if this one failed: they may be blocked in a collective with it, and
     would take SIGTERM for a request to stop gracefully at the next batch); the worst exit status wins."""
@@ -77,14 +106,18 @@ def run_ranks(script: str, argv: list[str], world_size: int, fit: Callable[[], T
     """Run `fit` in this process and in the other ranks (started here as copies of the command, or by torchrun),
     then leave together: wait for the other ranks (stopping them if this one failed) and end the process group."""
     children = [] if started_externally() else launch_local_ranks(script, argv, world_size)
+    observer = RankObserver(children)
+    observer.start()
     try:
         result = fit()
     except BaseException as error:
+        observer.done.set()
         wait_for(children, failed=not isinstance(error, Interrupted))
         destroy_process_group()
         if isinstance(error, Interrupted) and int(os.environ["RANK"]) > 0:
-            _exit_now(128 + error.signum)
+            _exit_now(interrupted_exit_status(error.signum))
         raise
+    observer.done.set()
     status = wait_for(children, failed=False)
     destroy_process_group()
     if int(os.environ["RANK"]) > 0:
@@ -102,12 +135,13 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def init_process_group(device_type: str) -> ProcessInfo:
+def init_process_group(device_type: str, timeout_seconds: float) -> ProcessInfo:
     info = ProcessInfo(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, timeout=timedelta(minutes=10))
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size,
+                            timeout=timedelta(seconds=timeout_seconds))
     return info
 
 

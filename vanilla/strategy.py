@@ -12,6 +12,7 @@ import torch
 from vanilla import ddp
 from vanilla.accelerator import Hardware
 from vanilla.data_parallel import DataParallelLoss
+from vanilla.precision import Precision
 
 LossFn = Callable[[dict], torch.Tensor]
 
@@ -30,11 +31,13 @@ class Strategy:
 
 
 def connect(hardware: Hardware, model: torch.nn.Module, process: ddp.ProcessInfo,
-            loss: Callable[[torch.nn.Module, dict], torch.Tensor]) -> Strategy:
+            loss: Callable[[torch.nn.Module, dict], torch.Tensor], precision: Precision) -> Strategy:
+    """`precision`: DataParallel's replicas autocast to its dtype (see vanilla/data_parallel.py)."""
     device = torch.device(f"cuda:{process.local_rank}" if hardware.device_type == "cuda" else "cpu")
     model.to(device)
     if hardware.strategy == "dp":
-        return Strategy("dp", device, process, DataParallelLoss(model, list(range(hardware.devices)), loss))
+        parallel_loss = DataParallelLoss(model, list(range(hardware.devices)), loss, precision.dtype, device.type)
+        return Strategy("dp", device, process, parallel_loss)
     if hardware.strategy == "ddp":
         module = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[process.local_rank] if device.type == "cuda" else None)

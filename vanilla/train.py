@@ -24,6 +24,7 @@ from shared.errors import UserError, exit_on_user_error, out_of_memory_error
 from shared.export import export_pretrained
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
+from shared.process_tree import end_with_rank_zero
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 from shared.summary import end_lines, start_line
 from vanilla import cluster_environment, ddp
@@ -64,7 +65,8 @@ def search_batch_size(optimization: Optimization, data: DataConnector, args, say
 def fit_and_test(args, hardware: Hardware) -> dict | None:
     started = time.perf_counter()
     output_dir = Path(args.output_dir)
-    process = ddp.init_process_group(hardware.device_type) if hardware.strategy == "ddp" else ddp.ProcessInfo()
+    process = ddp.init_process_group(hardware.device_type, args.ddp_timeout) if hardware.strategy == "ddp" \
+        else ddp.ProcessInfo()
     writer = process.is_global_zero
     say = print if writer else (lambda *_: None)
     if writer:
@@ -80,9 +82,9 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
     model = make_model(args, data.tokenizer)
     if hardware.strategy == "ddp":
         seed_everything(args.seed)  # Lightning re-seeds every process when DDP is set up (reset_seed)
-    strategy = connect(hardware, model, process, seq2seq_loss)
-    say(start_line(data, model, f"{strategy.name} on {hardware.devices} {hardware.accelerator} device(s)"))
     precision = Precision(args.precision, hardware.device_type)
+    strategy = connect(hardware, model, process, seq2seq_loss, precision)
+    say(start_line(data, model, f"{strategy.name} on {hardware.devices} {hardware.accelerator} device(s)"))
     optimization = Optimization(model, *configure_optimizers(model, args), precision, strategy,
                                 args.accumulate_grad_batches, args.gradient_clip_val)
     loaders = DataConnector(data, args.num_workers, process, args.seed)
@@ -115,23 +117,24 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
             logger.close()
     if loop.stop_reason:
         say(f"early stopping: {loop.stop_reason}")
-    scores = None
-    if writer:
-        scores = test_phase(args, model, data, checkpoint, precision, strategy.device, output_dir)
+    scores = test_phase(args, model, data, checkpoint, precision, strategy, output_dir)
+    if writer:  # the other ranks have no collective left: they leave
         export_pretrained(model, data.tokenizer, output_dir / "export")
         print(end_lines(scores, checkpoint_to_test(checkpoint), output_dir / "export", started))
-    ddp.barrier()  # the other ranks wait for rank 0's test phase, so that all leave the process group together
     return scores
 
 
-def test_phase(args, model, data, checkpoint: ModelCheckpoint, precision: Precision, device, output_dir: Path) -> dict:
+def test_phase(args, model, data, checkpoint: ModelCheckpoint, precision: Precision, strategy,
+               output_dir: Path) -> dict | None:
     ckpt_path = checkpoint_to_test(checkpoint)
-    print(f"testing {ckpt_path}")
-    return run_test(model, data.tokenizer, data.test, ckpt_path, device, precision, args.batch_size,
-                    args.num_beams, args.max_target_length, output_dir)
+    if strategy.is_global_zero:
+        print(f"testing {ckpt_path}")
+    return run_test(model, data.tokenizer, data.test, ckpt_path, strategy.device, precision, args.batch_size,
+                    args.num_beams, args.max_target_length, output_dir, strategy.process)
 
 
 def main(argv: list[str] | None = None) -> dict | None:
+    end_with_rank_zero()  # a rank this trainer started ends with rank 0, however rank 0 ends
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(PROG, TRAINER, argv)
     hardware = resolve_hardware(args.accelerator, args.devices, args.strategy, args.num_nodes)

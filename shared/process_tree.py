@@ -1,0 +1,54 @@
+"""No rank left behind: the ranks a trainer starts itself end when the rank that started them ends.
+
+A DDP run started as `python <trainer>/train.py --strategy ddp --devices N` is one process (rank 0) that starts the
+others (vanilla by hand, Fabric and Lightning through their launchers). If rank 0 ends abruptly -- SIGTERM before
+it handles signals, kill -9, a crash -- the others would wait at the rendezvous or in a collective until the
+process group's timeout, orphaned. So each of them asks the kernel (Linux `prctl(PR_SET_PDEATHSIG)`) to SIGKILL it
+the moment its parent ends. Ranks started by torchrun or srun are left to their launcher, which ends them itself.
+
+Such a rank also ends with status 0 after a clean interruption: rank 0 reports the interruption and its status
+for the run, and Lightning's and Fabric's launchers would otherwise take a non-zero status of a rank for a failure
+and SIGKILL rank 0 while it still writes its checkpoint.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+RANK_ZERO_PID = "QG_RANK_ZERO_PID"  # set by rank 0 for the ranks it starts (they inherit its environment)
+_PR_SET_PDEATHSIG = 1
+_started_by_rank_zero = False
+
+
+def _die_with_parent() -> None:
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def end_with_rank_zero() -> None:
+    """First thing in every trainer process. In a rank its trainer started (LOCAL_RANK > 0, rank 0's pid inherited,
+    not torchrun's): die with the parent, or at once if the parent is already gone. In any other process: be the
+    rank 0 of the ranks it may start."""
+    global _started_by_rank_zero
+    rank_zero = os.environ.get(RANK_ZERO_PID)
+    started_by_rank_zero = (rank_zero is not None and int(os.environ.get("LOCAL_RANK", "0")) > 0
+                            and "TORCHELASTIC_RUN_ID" not in os.environ)
+    if not started_by_rank_zero:
+        os.environ[RANK_ZERO_PID] = str(os.getpid())
+        return
+    _die_with_parent()
+    if os.getppid() != int(rank_zero):  # rank 0 ended before the request above took effect
+        os._exit(1)
+    _started_by_rank_zero = True
+
+
+def started_by_rank_zero() -> bool:
+    return _started_by_rank_zero
+
+
+def interrupted_exit_status(signum: int) -> int:
+    """128 + the signal (143 for SIGTERM) in rank 0 and under torchrun or srun; 0 in a rank rank 0 started (see
+    the module's docstring)."""
+    return 0 if _started_by_rank_zero else 128 + signum
