@@ -79,7 +79,7 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "ddp_tester": DDP, "ddp_tester()": DDP, "Trainer(num_nodes=)": DDP,
         "scale_batch_size": SEARCH, "scale_batch_size()": SEARCH,
         "CSVLogger()": LOGGING, "TensorBoardLogger()": LOGGING, "log()": LOGGING, "MeanMetric()": LOGGING,
-        "QGModule.test_step": TEST, "QGModule.on_test_epoch_end": TEST, "QGDataModule.test_dataloader": TEST,
+        "QGModule.test_step": TEST, "in_test_order()": TEST, "QGDataModule.test_dataloader": TEST,
         "test()": TEST, "write_test_report()": TEST, ".best_model_path": TEST,
         "Trainer(max_epochs=)": LOOP, "Trainer(limit_train_batches=)": LOOP, "Trainer(accumulate_grad_batches=)": LOOP,
         "Trainer(gradient_clip_val=)": LOOP, "Trainer(accelerator=)": DDP, "Trainer(devices=)": DDP,

@@ -21,7 +21,6 @@ if str(HERE) not in sys.path:
     sys.path.append(str(HERE))
 
 import copy
-import os
 import signal
 import time
 from contextlib import contextmanager
@@ -31,7 +30,6 @@ from datetime import timedelta
 import torch
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
-from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning_fabric.strategies import DDPStrategy
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from lightning_fabric.utilities.rank_zero import rank_zero_only
@@ -40,14 +38,15 @@ from torch.utils.data import DataLoader, Subset
 from transformers import get_constant_schedule_with_warmup
 
 from shared.checkpoint_file import PREFIX, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, check_devices, check_num_nodes, parse_args, precision_for, runs_ddp
+from shared.cli import check_data_parallel, check_devices, parse_args, precision_for, runs_ddp
 from shared.data import PadCollator
 from shared.decoding import generate_questions
 from shared.errors import Interrupted, UserError, exit_on_user_error, no_training_batches_error, out_of_memory_error
 from shared.export import export_pretrained
+from shared.launcher_checks import check_launcher
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
-from shared.predictions import in_test_order, test_share, write_test_report
+from shared.predictions import in_test_order, share_of_test_set, write_test_report
 from shared.process_tree import end_with_rank_zero
 from shared.resumable_loader import ResumableDataLoader
 from shared.rng_state import gather_from_every_rank, restore_rng_states
@@ -235,7 +234,7 @@ def test_phase(job: Job, data, ckpt_path: str, output_dir: Path) -> dict | None:
                                    checkpoint["state_dict"].items() if name.startswith(PREFIX)})
     job.raw_model.eval()
     fabric, batch_size = job.fabric, job.args.batch_size
-    share = Subset(data.test, test_share(len(data.test), batch_size, fabric.global_rank, fabric.world_size))
+    share = Subset(data.test, share_of_test_set(len(data.test), batch_size, fabric.global_rank, fabric.world_size))
     loader = DataLoader(share, batch_size=batch_size, collate_fn=PadCollator(data.tokenizer.pad_token_id))
     batches: list[list[str]] = []
     for batch in loader:
@@ -255,12 +254,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(PROG, TRAINER, argv)
     cuda = args.accelerator != "cpu" and torch.cuda.is_available()
     check_devices(args.devices, cuda)
-    check_num_nodes(args.num_nodes, TorchElasticEnvironment.detect() or SLURMEnvironment.detect())
+    check_launcher(args, cuda)  # torchrun's or srun's world, checked
     if args.strategy == "dp":  # Fabric alone would fall back to ddp without CUDA, with a warning
         check_data_parallel(cuda)
-    if SLURMEnvironment.detect():  # srun's tasks meet where Lightning says, also to agree on a run directory
-        slurm = SLURMEnvironment()
-        os.environ.update(MASTER_ADDR=slurm.main_address, MASTER_PORT=str(slurm.main_port))
     output_dir = choose_run_directory(args, TRAINER, rank_zero_only.rank)
     args.output_dir = str(output_dir)
     if rank_zero_only.rank == 0:
@@ -268,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     csv_logger = CSVLogger(output_dir, name="", version="")
     tensorboard_logger = TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)
     try:
-        strategy = DDPStrategy(timeout=timedelta(seconds=args.ddp_timeout)) if runs_ddp(args) else args.strategy
+        strategy = DDPStrategy(timeout=timedelta(seconds=args.ddp_timeout)) if runs_ddp(args, cuda) else args.strategy
         fabric = Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
                         strategy=strategy, precision=precision_for(args.precision, cuda),
                         loggers=[csv_logger, tensorboard_logger])
@@ -376,7 +372,7 @@ def train_and_test(fabric: Fabric, args, output_dir: Path, started: float) -> di
             logger.finalize(status)
     if position.should_stop and fabric.is_global_zero:
         print(f"early stopping: {early_stopping.stopping_reason_message}")
-    ckpt_path = checkpoint.best_model_path or checkpoint.last_model_path
+    ckpt_path = fabric.broadcast(checkpoint.best_model_path or checkpoint.last_model_path)  # rank 0 wrote the files
     if fabric.is_global_zero:
         print(f"testing {ckpt_path}")
     report = test_phase(job, data, ckpt_path, output_dir)

@@ -182,10 +182,14 @@ class StopOnSignal(Callback):
         """From the sanity check on, after Lightning's own handlers, which it sets up once fit has started:
         replaces them (on SIGTERM under DDP they broadcast from inside the handler, and end the run with status
         0 at the next batch without a checkpoint)."""
-        if threading.current_thread() is threading.main_thread() and not self._previous_handlers:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous_handlers[signum] = signal.getsignal(signum)
-                signal.signal(signum, lambda signum, frame: setattr(self, "received", signum))
+        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) == self._flag:
+            return  # handlers can only be set there; or set already, for this fit
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._flag)
+
+    def _flag(self, signum, frame) -> None:
+        self.received = signum
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():

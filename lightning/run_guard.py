@@ -7,7 +7,6 @@ instead of tracebacks and multi-line warnings.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import threading
 import traceback
@@ -18,15 +17,16 @@ from pathlib import Path
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback
-from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.memory import is_oom_error
 
 from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, check_devices, check_num_nodes, precision_for, runs_ddp
+from shared.cli import check_data_parallel, check_devices, precision_for, runs_ddp
 from shared.errors import UserError, no_training_batches_error, out_of_memory_error
+from shared.launcher_checks import check_launcher
 from shared.process_tree import end_with_rank_zero
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 
@@ -36,9 +36,9 @@ class RunGuard:
         end_with_rank_zero()  # a rank Lightning's launcher started ends with rank 0, however rank 0 ends
         self.args = args
         self.is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher are not
-        if SLURMEnvironment.detect():  # srun's tasks meet where Lightning says, also to agree on a run directory
-            slurm = SLURMEnvironment()
-            os.environ.update(MASTER_ADDR=slurm.main_address, MASTER_PORT=str(slurm.main_port))
+        self.cuda = cuda = args.accelerator != "cpu" and torch.cuda.is_available()
+        check_devices(args.devices, cuda)
+        launcher = check_launcher(args, cuda)  # torchrun's or srun's world, checked
         self.output_dir = choose_run_directory(args, trainer, rank_zero_only.rank)
         args.output_dir = str(self.output_dir)  # the run's settings (hparams.yaml) say where it went
         if self.is_rank_zero:
@@ -49,20 +49,17 @@ class RunGuard:
             check_resumable_by("lightning", self.resume, self.ckpt_path)
             # continue at the batch size the run had (it may have come from the batch-size search)
             args.batch_size = self.resume["hyper_parameters"].get("batch_size", args.batch_size)
-        cuda = args.accelerator != "cpu" and torch.cuda.is_available()
-        check_devices(args.devices, cuda)
-        # several nodes need a launcher that Lightning detects (torchrun, srun); alone, its launcher would start
-        # this machine's processes and wait for the other nodes' forever
-        check_num_nodes(args.num_nodes, TorchElasticEnvironment.detect() or SLURMEnvironment.detect())
         self._check_data_parallel(args.strategy, cuda)
         self.precision = precision_for(args.precision, cuda)
         self.callbacks = [_Checks(self), SigtermEndsTheTest()]
-        self.plugins = [_OneLineCheckpointIO()]
+        # under srun, without the requeue-on-SIGUSR1 that the other trainers do not have either
+        slurm = [SLURMEnvironment(auto_requeue=False)] if isinstance(launcher, SLURMEnvironment) else []
+        self.plugins = [_OneLineCheckpointIO(), *slurm]
 
     @property
     def strategy(self) -> str | DDPStrategy:
         """DDP with the run's --ddp-timeout (a new one for each Trainer: a strategy holds its Trainer's state)."""
-        if self.args.strategy == "dp" or runs_ddp(self.args):
+        if self.args.strategy == "dp" or runs_ddp(self.args, self.cuda):
             return DDPStrategy(timeout=timedelta(seconds=self.args.ddp_timeout))
         return self.args.strategy
 

@@ -39,7 +39,7 @@ from shared.errors import exit_on_user_error
 from shared.export import export_pretrained
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
-from shared.predictions import in_test_order, test_share, write_test_report
+from shared.predictions import in_test_order, share_of_test_set, write_test_report
 from shared.resumable_loader import ResumableDataLoader
 from shared.rng_state import gather_from_every_rank
 from shared.summary import end_lines, start_line
@@ -51,6 +51,8 @@ TRAINER = "lightning"  # its runs go to runs/lightning/version_N unless told oth
 class QGDataModule(pl.LightningDataModule):
     def __init__(self, data, batch_size: int, num_workers: int):
         super().__init__()
+        # under DDP a process may have no test batch of its own (more processes than batches)
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         self.data = data
         self.batch_size = batch_size  # the Tuner's batch-size search rewrites this
         self.num_workers = num_workers
@@ -68,7 +70,8 @@ class QGDataModule(pl.LightningDataModule):
     def test_dataloader(self):
         # Under DDP this process's share of the test batches (shared.predictions), in place of the DistributedSampler
         # Lightning would add (the tester runs with use_distributed_sampler=False)
-        share = test_share(len(self.data.test), self.batch_size, self.trainer.global_rank, self.trainer.world_size)
+        share = share_of_test_set(len(self.data.test), self.batch_size, self.trainer.global_rank,
+                                  self.trainer.world_size)
         return DataLoader(Subset(self.data.test, share), batch_size=self.batch_size, collate_fn=self.collate,
                           num_workers=self.num_workers)
 
@@ -83,7 +86,6 @@ class QGModule(pl.LightningModule):
         # keeps the mean NaN (torchmetrics' nan_strategy="disable" would also drop the weights).
         self.train_loss = MeanMetric(nan_strategy=float("nan"), sync_on_compute=False)
         self.generated: list[list[str]] = []  # this process's test batches
-        self.generated_in_order: list[str] = []  # every process's, in test-set order (rank 0)
 
     def training_step(self, batch, batch_idx):
         loss = seq2seq_loss(self.model, batch)
@@ -100,9 +102,6 @@ class QGModule(pl.LightningModule):
         self.generated.append(generate_questions(self.model, self.tokenizer, batch, self.hparams.num_beams,
                                                  self.hparams.max_target_length))
 
-    def on_test_epoch_end(self):
-        # strings, which LightningModule.all_gather (tensors only) cannot gather
-        self.generated_in_order = in_test_order(gather_from_every_rank(self.generated))
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
@@ -168,9 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
     module.generated = []
     ddp_tester(trainer, args, guard).test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True,
                                           verbose=False)
+    # every process's batches, in order; strings, which LightningModule.all_gather (tensors only) cannot gather.
+    # Here, not in a test hook: Lightning skips those in a process without test batches.
+    generated = in_test_order(gather_from_every_rank(module.generated))
     if not trainer.is_global_zero:
         return {}  # the other ranks have no collective left: they leave
-    report = write_test_report(output_dir, data.test.examples, module.generated_in_order, ckpt_path)
+    report = write_test_report(output_dir, data.test.examples, generated, ckpt_path)
     export_pretrained(module.model, data.tokenizer, output_dir / "export")
     print(end_lines(report, ckpt_path, output_dir / "export", started))
     return report

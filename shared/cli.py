@@ -4,8 +4,11 @@ print the same options, and a command line means the same run in either."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from shared.errors import UserError
 from shared.model import MODEL_SIZES
@@ -174,9 +177,27 @@ def check_devices(devices: int, cuda: bool) -> None:
                         "processes (--devices 2 --strategy ddp)")
 
 
-def runs_ddp(args) -> bool:
+def processes_per_node(args, cuda: bool) -> int:
+    """How many processes each node runs: one for DataParallel, else one per device (-1: every visible GPU)."""
+    if args.strategy == "dp":
+        return 1
+    return (torch.cuda.device_count() if cuda else 1) if args.devices == -1 else args.devices
+
+
+def runs_ddp(args, cuda: bool = False) -> bool:
     """The run is DDP: asked for, or Lightning's "auto" choice for more than one device or node."""
-    return args.strategy == "ddp" or (args.strategy == "auto" and (args.devices > 1 or args.num_nodes > 1))
+    return args.strategy == "ddp" or (args.strategy == "auto"
+                                      and (processes_per_node(args, cuda) > 1 or args.num_nodes > 1))
+
+
+def check_launcher_world(num_nodes: int, devices: int, world_size: int) -> None:
+    """A launcher (torchrun, srun) must have started --num-nodes x --devices processes, --devices on each node."""
+    per_node = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")
+    per_node = int(per_node.split("(")[0]) if per_node else None  # srun may write "2(x3)": 2 on each of 3 nodes
+    if world_size != num_nodes * devices or per_node not in (None, devices):
+        on_each = f", {per_node} on each node" if per_node is not None else ""
+        raise UserError(f"--num-nodes {num_nodes} x --devices {devices} = {num_nodes * devices} processes, but the "
+                        f"launcher started {world_size}{on_each}; give the numbers the launcher was given")
 
 
 def check_num_nodes(num_nodes: int, started_by_launcher: bool) -> None:

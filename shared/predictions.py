@@ -18,7 +18,7 @@ from shared.metrics import qg_scores
 from shared.squad import QGExample
 
 
-def test_share(num_examples: int, batch_size: int, rank: int, world_size: int) -> list[int]:
+def share_of_test_set(num_examples: int, batch_size: int, rank: int, world_size: int) -> list[int]:
     """The example indices of this rank's batches, in order: an unshuffled loader with the same batch size over
     them yields exactly those batches (only the last batch of all can be short, and it comes last here too)."""
     starts = range(rank * batch_size, num_examples, world_size * batch_size)

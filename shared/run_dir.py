@@ -125,7 +125,7 @@ def choose_run_directory(args, trainer: str, rank: int, say=print) -> Path:
         return Path(args.output_dir)
     root = RUNS / (args.name or trainer)
     if rank > 0:
-        return _rank_zero_choice(root, rank)
+        return _rank_zero_choice(root, rank, _store_timeout(args))
     resume = Path(args.resume) if args.resume not in (None, "last") else None
     if resume is not None and not resume.is_file():
         raise UserError(f"--resume {args.resume}: no checkpoint at {resume}")
@@ -142,8 +142,8 @@ def choose_run_directory(args, trainer: str, rank: int, say=print) -> Path:
         _new.append(chosen)
         say(f"run directory: {chosen}")
     os.environ[CHOSEN_ENV] = f"{os.getpid()}:{chosen}"
-    if _launcher() is not None:
-        _launcher_store(rank).set(_store_key(), str(chosen))
+    if _launcher() is not None and _launcher_world_size() > 1:
+        _launcher_store(rank, _store_timeout(args)).set(_store_key(), str(chosen))
     return chosen
 
 
@@ -166,11 +166,20 @@ def _launcher() -> str | None:
     return None
 
 
+def _launcher_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+
+
+def _store_timeout(args) -> timedelta:
+    """As long as the ranks wait for each other anywhere (--ddp-timeout): nodes may start minutes apart."""
+    return timedelta(seconds=getattr(args, "ddp_timeout", 1800.0))
+
+
 def _store_key() -> str:
     return f"{_STORE_KEY}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', os.environ.get('SLURM_RESTART_COUNT', '0'))}"
 
 
-def _launcher_store(rank: int):
+def _launcher_store(rank: int, timeout: timedelta):
     """The key-value store the ranks meet at: torchrun's agent's, or one rank 0 hosts on MASTER_ADDR:MASTER_PORT
     (a multi-tenant store, which the process group shares when it starts)."""
     global _store
@@ -182,18 +191,17 @@ def _launcher_store(rank: int):
                             "directory: export both (docs/multi-node.md), or give --output-dir")
         host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
         if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-            _store = TCPStore(host, port, is_master=False, timeout=timedelta(minutes=2))
+            _store = TCPStore(host, port, is_master=False, timeout=timeout)
         else:
-            world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
-            _store = TCPStore(host, port, world_size, is_master=rank == 0, timeout=timedelta(minutes=2),
+            _store = TCPStore(host, port, _launcher_world_size(), is_master=rank == 0, timeout=timeout,
                               wait_for_workers=False, multi_tenant=True)
     return _store
 
 
-def _rank_zero_choice(root: Path, rank: int) -> Path:
+def _rank_zero_choice(root: Path, rank: int, timeout: timedelta) -> Path:
     if _launcher() is not None:  # torchrun or srun started every rank: rank 0 shares its choice in the store
         try:
-            return Path(_launcher_store(rank).get(_store_key()).decode())
+            return Path(_launcher_store(rank, timeout).get(_store_key()).decode())
         except RuntimeError as error:
             raise UserError(f"rank {rank}: rank 0 chose no run directory under {root} "
                             f"({str(error).splitlines()[0]})") from None

@@ -71,15 +71,16 @@ def test_ddp_resume_mid_epoch(tiny_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def slow_test_phase_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
-    """Each trainer under torchrun, two ranks, a process-group timeout of 6 s and a test phase of 2 batches (25
-    examples, 13 a batch) that take 4 s each: 8 s in one process, 4 s per rank when the ranks share the batches."""
+    """Each trainer under torchrun, two ranks, a process-group timeout of 6 s and a test phase of 5 batches (25
+    examples, 6 a batch) that take 2 s each: 10 s in one process; shared, 3 batches (6 s) for rank 0 and 2 for
+    rank 1, which waits one batch (2 s) for rank 0 at the gather."""
     runs = {}
     for trainer in ("vanilla", "fabric", "lightning"):
         runs[trainer] = tmp_path_factory.mktemp(f"slow-test-{trainer}")
         run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-             "tests/helpers/slow_test_phase.py", trainer, "4",
+             "tests/helpers/slow_test_phase.py", trainer, "2",
              *tiny_args(tiny_data, runs[trainer], "--strategy", "ddp", "--devices", "2", "--ddp-timeout", "6",
-                        "--batch-size", "13", "--max-epochs", "1", "--limit-train-batches", "2")])
+                        "--batch-size", "6", "--max-epochs", "1", "--limit-train-batches", "2")])
     return runs
 
 
@@ -101,9 +102,20 @@ def test_the_ranks_shares_of_the_test_phase_give_the_one_process_predictions(slo
     texts = {trainer: (out / "predictions.jsonl").read_text() for trainer, out in slow_test_phase_runs.items()}
     assert texts["vanilla"] == texts["fabric"] == texts["lightning"]
     out = slow_test_phase_runs["vanilla"]
-    args = parse_args("test", "test", tiny_args(tiny_data, out, "--batch-size", "13"))
+    args = parse_args("test", "test", tiny_args(tiny_data, out, "--batch-size", "6"))
     data = prepare_data(args, tmp_path, save_tokenizer=False)
     checkpoint = out / "checkpoints" / json.loads((out / "test_metrics.json").read_text())["checkpoint"]
     run_test(make_model(args, data.tokenizer), data.tokenizer, data.test, str(checkpoint), torch.device("cpu"),
-             Precision("32-true", "cpu"), 13, args.num_beams, args.max_target_length, tmp_path)
+             Precision("32-true", "cpu"), 6, args.num_beams, args.max_target_length, tmp_path)
     assert (tmp_path / "predictions.jsonl").read_text() == texts["vanilla"]
+
+
+@pytest.mark.parametrize("trainer", ["vanilla", "fabric", "lightning"])
+def test_a_rank_without_a_test_batch_of_its_own(tiny_data, tmp_path, trainer):
+    """25 test examples in one batch of 32, two ranks: rank 1 has nothing to test, and still takes part."""
+    out = tmp_path / "run"
+    run([sys.executable, f"{trainer}/train.py", *tiny_args(tiny_data, out, "--strategy", "ddp", "--devices", "2",
+                                                         "--batch-size", "32", "--max-epochs", "1",
+                                                         "--limit-train-batches", "2")])
+    assert json.loads((out / "test_metrics.json").read_text())["num_examples"] == 25
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 25

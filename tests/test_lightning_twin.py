@@ -7,13 +7,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
+from shared.cli import parse_args
 from shared.errors import UserError
 from tests.conftest import REPO, load_lightning_train, run_tree, tiny_args
 
@@ -121,12 +124,19 @@ def test_without_its_additions_it_is_plain_lightning_and_trains_the_same_run(tra
 def test_dp_maps_to_ddp_with_a_notice_and_needs_a_gpu(capsys):
     from run_guard import RunGuard
 
-    assert RunGuard._strategy("auto", cuda=False) == "auto"
+    RunGuard._check_data_parallel("auto", cuda=False)
+    assert capsys.readouterr().out == ""
     with pytest.raises(UserError, match="--strategy dp: .* CUDA GPUs"):
-        RunGuard._strategy("dp", cuda=False)  # no GPU in use
-    assert RunGuard._strategy("dp", cuda=True) == "ddp"
+        RunGuard._check_data_parallel("dp", cuda=False)  # no GPU in use
+    RunGuard._check_data_parallel("dp", cuda=True)
     notice = capsys.readouterr().out.strip().splitlines()
     assert len(notice) == 1 and "removed in 2.0" in notice[0] and "strategy='ddp'" in notice[0]
+    guard = RunGuard.__new__(RunGuard)  # the strategy the Trainer gets: DDP, with the run's --ddp-timeout
+    guard.cuda = False
+    guard.args = parse_args("t", "lightning", ["--strategy", "dp", "--ddp-timeout", "90"])
+    assert isinstance(guard.strategy, DDPStrategy) and guard.strategy._timeout == timedelta(seconds=90)
+    guard.args = parse_args("t", "lightning", [])
+    assert guard.strategy == "auto"
 
 
 def test_dp_on_the_command_line_is_one_line(tiny_data, tmp_path):

@@ -501,7 +501,7 @@ def test_each_trainer_tests_the_others_checkpoints(trained_runs, tiny_data, tmp_
                                   enable_model_summary=False, default_root_dir=tmp_path)
             trainer.test(module, datamodule=lightning_train.QGDataModule(data, args.batch_size, 0),
                          ckpt_path=checkpoint, weights_only=True, verbose=False)
-            write_test_report(out, data.test.examples, module.generated_in_order, str(checkpoint))
+            write_test_report(out, data.test.examples, sum(module.generated, []), str(checkpoint))
         else:
             fabric = Fabric(accelerator="cpu", devices=1)
             job = fabric_train.Job(fabric, fabric.setup(model), model, None, None, args)

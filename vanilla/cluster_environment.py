@@ -7,7 +7,8 @@
   variables; the rendezvous is MASTER_ADDR/MASTER_PORT if set, else the first host of the node list and a port
   made from the job id, as Lightning makes it, so every trainer of the same job meets at the same place.
 - Otherwise nothing started this process: the trainer starts the ranks of this one machine itself.
-Either launcher's world must be `--num-nodes` x `--devices` processes; anything else is one line naming the numbers.
+Either launcher's world must be `--num-nodes` x `--devices` processes, `--devices` on each node; anything else is
+one line naming the numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 
+from shared.cli import check_launcher_world
 from shared.errors import UserError
 
 TORCHRUN_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -47,9 +49,6 @@ def read_slurm_environment(num_nodes: int, devices: int) -> None:
     if per_node is None and tasks > 1:
         raise UserError(f"SLURM started {tasks} tasks without --ntasks-per-node: give sbatch --ntasks-per-node "
                         f"(= --devices) and --nodes (= --num-nodes)")
-    if per_node is not None and int(per_node.split("(")[0]) != devices:
-        raise UserError(f"--devices {devices}: SLURM starts {per_node} tasks per node (--ntasks-per-node); "
-                        f"give the same number to both")
     if nodes != num_nodes:
         raise UserError(f"--num-nodes {num_nodes}: SLURM allocated {nodes} node(s) (--nodes); give the same number "
                         f"to both")
@@ -61,15 +60,8 @@ def read_slurm_environment(num_nodes: int, devices: int) -> None:
 
 
 def detect(num_nodes: int, devices: int) -> None:
-    """Check the launcher's world against `--num-nodes` x `--devices` and export its ranks; without a launcher,
-    more than one node cannot be reached from here."""
-    if launched_by_torchrun():
-        world_size = int(os.environ["WORLD_SIZE"])
-    elif launched_by_slurm():
+    """Check the launcher's world against `--num-nodes` x `--devices` (processes per node) and export its ranks."""
+    if launched_by_slurm() and not launched_by_torchrun():
         read_slurm_environment(num_nodes, devices)
-        world_size = int(os.environ["WORLD_SIZE"])
-    else:
-        return
-    if world_size != num_nodes * devices:
-        raise UserError(f"--num-nodes {num_nodes} x --devices {devices} = {num_nodes * devices} processes, but the "
-                        f"launcher started {world_size}; give the numbers the launcher was given")
+    if launched_by_torchrun():
+        check_launcher_world(num_nodes, devices, int(os.environ["WORLD_SIZE"]))

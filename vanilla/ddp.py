@@ -83,12 +83,23 @@ class RankObserver(threading.Thread):
                     self._end_run(rank, status)
 
     def _end_run(self, rank: int, status: int) -> None:
+        """Rank 0 ends with the lost rank's status (128 + the signal that ended it)."""
+        from shared.run_dir import discard_if_unused
+
         for child in self.children:
             if child.poll() is None:
                 child.kill()
-        how = f"was ended by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
+        how = f"was ended by {_signal_name(-status)}" if status < 0 else f"exited with status {status}"
         print(f"error: DDP rank {rank} {how}; the other ranks were stopped", file=sys.stderr, flush=True)
-        _exit_now(128 - status if status < 0 else 1)
+        discard_if_unused()
+        _exit_now(128 - status if status < 0 else status)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # a real-time signal has no name
+        return f"signal {signum}"
 
 
 def wait_for(children: list[subprocess.Popen], failed: bool) -> int:

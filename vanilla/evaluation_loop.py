@@ -17,7 +17,7 @@ from shared.checkpoint_file import read_checkpoint
 from shared.data import PadCollator, QGDataset
 from shared.decoding import generate_questions
 from shared.errors import UserError
-from shared.predictions import in_test_order, test_share, write_test_report
+from shared.predictions import in_test_order, share_of_test_set, write_test_report
 from vanilla import ddp
 from vanilla.checkpoint_connector import load_model_weights
 from vanilla.model_checkpoint import ModelCheckpoint
@@ -39,7 +39,7 @@ def run_test(model: torch.nn.Module, tokenizer, dataset: QGDataset, ckpt_path: s
     """The scores on rank 0; None on the other ranks."""
     load_model_weights(model, read_checkpoint(ckpt_path), ckpt_path)
     model.to(device).eval()
-    share = Subset(dataset, test_share(len(dataset), batch_size, process.rank, process.world_size))
+    share = Subset(dataset, share_of_test_set(len(dataset), batch_size, process.rank, process.world_size))
     loader = DataLoader(share, batch_size=batch_size, shuffle=False, collate_fn=PadCollator(tokenizer.pad_token_id))
     batches: list[list[str]] = []
     for batch in loader:

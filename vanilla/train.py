@@ -126,7 +126,7 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
 
 def test_phase(args, model, data, checkpoint: ModelCheckpoint, precision: Precision, strategy,
                output_dir: Path) -> dict | None:
-    ckpt_path = checkpoint_to_test(checkpoint)
+    ckpt_path = ddp.gather_objects(checkpoint_to_test(checkpoint))[0]  # rank 0's, which wrote the files
     if strategy.is_global_zero:
         print(f"testing {ckpt_path}")
     return run_test(model, data.tokenizer, data.test, ckpt_path, strategy.device, precision, args.batch_size,
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(PROG, TRAINER, argv)
     hardware = resolve_hardware(args.accelerator, args.devices, args.strategy, args.num_nodes)
-    cluster_environment.detect(args.num_nodes, hardware.devices)  # torchrun's or SLURM's ranks, checked
+    # torchrun's or SLURM's ranks, checked (DataParallel: one process, whatever the GPUs)
+    cluster_environment.detect(args.num_nodes, hardware.devices if hardware.strategy == "ddp" else 1)
     check_num_nodes(args.num_nodes, cluster_environment.started_externally())
     args.output_dir = str(choose_run_directory(args, TRAINER, rank=int(os.environ.get("RANK", "0"))))
     if hardware.strategy == "ddp":
