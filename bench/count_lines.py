@@ -140,6 +140,12 @@ SHARED: dict[str, tuple[str | None, dict[str, str]]] = {
     "shared/errors.py": (None, {"Interrupted": CKPT, "no_training_batches_error": LOOP}),
 }
 
+# shared/ helpers the two framework trainers need and their frameworks lack (vanilla does the same by hand in its
+# own modules): counted on the Fabric and Trainer sides.
+FRAMEWORK_SHARED: dict[str, tuple[str | None, dict[str, str]]] = {
+    "shared/launcher_checks.py": (DDP, {}),
+}
+
 
 def docstring_lines(tree: ast.AST) -> set[int]:
     lines: set[int] = set()
@@ -202,7 +208,8 @@ def mapped_spans(tree: ast.AST, names: dict[str, str | None]) -> list[tuple[int,
 
 def count_file(relative: str, side: str | None = None) -> list[tuple[int, str, str]]:
     """(line number, feature, text) of every counted line of one file (as `side` counts it, for a reused one)."""
-    default, names = REUSED.get(side, {}).get(relative) or FILES.get(relative) or SHARED[relative]
+    default, names = (REUSED.get(side, {}).get(relative) or FILES.get(relative) or SHARED.get(relative)
+                      or FRAMEWORK_SHARED[relative])
     source = (REPO / relative).read_text(encoding="utf-8")
     tree = ast.parse(source)
     spans = mapped_spans(tree, names)
@@ -217,8 +224,11 @@ def count_file(relative: str, side: str | None = None) -> list[tuple[int, str, s
 
 
 def files_of(side: str) -> list[str]:
-    """The files counted on `side`: its own, the shared helpers, and (Fabric) the reused vanilla/ modules."""
-    return [path for path in FILES if path.startswith(f"{side}/")] + list(SHARED) + list(REUSED.get(side, {}))
+    """The files counted on `side`: its own, the shared helpers (the frameworks': theirs too), and (Fabric) the
+    reused vanilla/ modules."""
+    framework_shared = list(FRAMEWORK_SHARED) if side != "vanilla" else []
+    return ([path for path in FILES if path.startswith(f"{side}/")] + list(SHARED) + framework_shared
+            + list(REUSED.get(side, {})))
 
 
 def is_reused(side: str, relative: str) -> bool:
@@ -242,7 +252,8 @@ def check_every_file_is_mapped() -> None:
             relative = path.relative_to(REPO).as_posix()
             if relative not in FILES and path.read_text().strip():
                 raise SystemExit(f"error: {relative} is not assigned a feature in bench/count_lines.py")
-    maps = {**FILES, **SHARED, **{path: entry for reused in REUSED.values() for path, entry in reused.items()}}
+    maps = {**FILES, **SHARED, **FRAMEWORK_SHARED,
+            **{path: entry for reused in REUSED.values() for path, entry in reused.items()}}
     for relative, (default, names) in maps.items():
         if not (REPO / relative).is_file():
             raise SystemExit(f"error: bench/count_lines.py maps {relative}, which does not exist")

@@ -118,7 +118,8 @@ def side_by_side() -> str:
            "with the hand-written code folded below. A line belongs to the feature `bench/count_lines.py` gives "
            "it (by file, definition, call or constructor flag; `--show` lists them all); blank lines, comments and "
            "docstrings are not counted. Helpers in `shared/` that every trainer needs and no framework has are "
-           "counted on every side; the vanilla/ modules the Fabric trainer reuses count on its side too.", "",
+           "counted on every side, those the two framework trainers need on theirs; the vanilla/ modules the "
+           "Fabric trainer reuses count on its side too.", "",
            count_lines.markdown(table), ""]
     for feature in count_lines.FEATURES:
         row = table[feature]

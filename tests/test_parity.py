@@ -347,12 +347,12 @@ def test_slurm_tasks_equal_the_self_launched_run(ddp_runs, tiny_data, tmp_path, 
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("trainer", ["fabric", "lightning"])
+@pytest.mark.parametrize("trainer", TRAINERS)
 def test_ddp_killed_and_resumed_equals_the_uninterrupted_runs(ddp_runs, tiny_data, tmp_path, trainer):
     """Two ranks under torchrun, both killed (os._exit) after step 11; last.ckpt is the step-8 save, one batch
     into epoch 1. Resumed with the trainer's own launcher, the run ends where the uninterrupted ones end. With a
     loader worker per rank: a DistributedSampler must be set to the resumed epoch before the worker reads it.
-    (vanilla's own kill and resume under DDP is tests/test_ddp.py's.)"""
+    """
     resumed = tmp_path / f"{trainer}-resumed"
     args = (*DDP_ARGS, "--num-workers", "1")
     killed = run_process("-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
