@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +98,7 @@ def patched(owner, name: str, make_wrapper):
         setattr(owner, name, original)
 
 
-def vanilla_trainer(argv: list[str]) -> StepLog:
+def vanilla_trainer(argv: list[str], switched_off=()) -> StepLog:
     """vanilla/train.py's main, with a probe on FitLoop.training_step and FitLoop.validate."""
     from vanilla import train
     from vanilla.fit_loop import FitLoop
@@ -121,7 +121,10 @@ def vanilla_trainer(argv: list[str]) -> StepLog:
             return result
         return run
 
-    with patched(FitLoop, "training_step", training_step), patched(FitLoop, "validate", validate):
+    with patched(FitLoop, "training_step", training_step), patched(FitLoop, "validate", validate), \
+            ExitStack() as stack:
+        for switch in switched_off:
+            stack.enter_context(switch(train))
         train.main(argv)
     return log
 
@@ -145,17 +148,20 @@ def _probe_callback(log: StepLog):
 
 
 @contextmanager
-def lightning_trainers(extra_callbacks=()):
+def lightning_trainers(extra_callbacks=(), settings: dict | None = None):
     """While it lasts, every `pl.Trainer(callbacks=...)` built (by lightning/train.py: the fit Trainer) gets
-    `extra_callbacks` too; yields the list of Trainers built."""
+    `extra_callbacks` too, and `settings` in place of its own keyword arguments (`callbacks` there: added to its
+    own); yields the Trainers built."""
     import pytorch_lightning as pl
 
     built = []
 
     class Trainer(pl.Trainer):
         def __init__(self, *args, **kwargs):
-            if "callbacks" in kwargs:
-                kwargs["callbacks"] = [*kwargs["callbacks"], *extra_callbacks]
+            if "callbacks" in kwargs and "max_epochs" in kwargs:  # the fit Trainer, not a tester
+                chosen = dict(settings or {})
+                kwargs["callbacks"] = [*kwargs["callbacks"], *chosen.pop("callbacks", []), *extra_callbacks]
+                kwargs.update(chosen)
             super().__init__(*args, **kwargs)
             built.append(self)
 
@@ -163,18 +169,21 @@ def lightning_trainers(extra_callbacks=()):
         yield built
 
 
-def lightning_trainer(argv: list[str]) -> StepLog:
-    """lightning/train.py's main, with a probe callback added to the Trainer it builds for fit."""
+def lightning_trainer(argv: list[str], settings: dict | None = None, switched_off=()) -> StepLog:
+    """lightning/train.py's main, with a probe callback added to the Trainer it builds for fit (and `settings`
+    for that Trainer; `switched_off`: context managers that take parts away, see bench/test_anatomy.py)."""
     from tests.conftest import load_lightning_train
 
     train = load_lightning_train()
     log = StepLog()
-    with lightning_trainers([_probe_callback(log)]):
+    with lightning_trainers([_probe_callback(log)], settings), ExitStack() as stack:
+        for switch in switched_off:
+            stack.enter_context(switch(train))
         train.main(argv)
     return log
 
 
-def fabric_trainer(argv: list[str]) -> StepLog:
+def fabric_trainer(argv: list[str], switched_off=()) -> StepLog:
     """fabric/train.py's main, with probes on its training step and validation."""
     from tests.conftest import load_train
 
@@ -196,7 +205,9 @@ def fabric_trainer(argv: list[str]) -> StepLog:
             return result
         return run
 
-    with patched(train, "training_step", training_step), patched(train, "validate", validate):
+    with patched(train, "training_step", training_step), patched(train, "validate", validate), ExitStack() as stack:
+        for switch in switched_off:
+            stack.enter_context(switch(train))
         train.main(argv)
     return log
 
@@ -217,3 +228,23 @@ def lightning_defaults(args, steps: int) -> StepLog:
     trainer = pl.Trainer(max_steps=steps, callbacks=[_probe_callback(log)], default_root_dir=args.output_dir)
     trainer.fit(module, datamodule=train.QGDataModule(data, args.batch_size, args.num_workers))
     return log
+
+
+def tuned_settings() -> dict:
+    """"Lightning, tuned": what a user of lightning/train.py can change in the Trainer without giving up anything
+    the job uses (the report lists each setting and what it saves)."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    return {"callbacks": [TQDMProgressBar(refresh_rate=20)]}  # the same bar and metrics, redrawn every 20 steps
+
+
+def profiled_lightning(argv: list[str], steps: int, top: int = 14) -> list[tuple[str, float]]:
+    """Lightning's SimpleProfiler on lightning/train.py: the per-step actions (those recorded at least once per
+    step) and their ms per step, the costliest first."""
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    profiler = SimpleProfiler()
+    lightning_trainer(argv, {"profiler": profiler})
+    rows = [(action, 1000 * sum(durations) / steps) for action, durations in profiler.recorded_durations.items()
+            if len(durations) >= steps - 1]
+    return sorted(rows, key=lambda row: -row[1])[:top]

@@ -4,10 +4,12 @@
     clipping, warm-up schedule, early stopping, top-k checkpointing, sanity check);
 (c) the Fabric trainer, with the same features;
 (d) Lightning's Trainer with its own defaults;
-(e) Lightning as lightning/train.py configures it.
+(e) Lightning as lightning/train.py configures it;
+(f) Lightning tuned: the same, with the Trainer settings a user can change without giving up anything this job
+    uses (bench/runners.py `tuned_settings`; bench/test_anatomy.py measures what each part costs).
 
 This machine's speed drifts by several per cent from one minute to the next, as much as the overheads being
-measured. So the five variants run interleaved, round after round (the order rotating), and each ratio is the
+measured. So the six variants run interleaved, round after round (the order rotating), and each ratio is the
 median over rounds of the ratio within a round (the lowest and highest round show the noise). Reported per
 variant: ms per step (median of all timed steps), the ratio to the floor and to the hand-written trainer,
 training samples/s and target tokens/s, and for the trainers the validation throughput.
@@ -20,12 +22,20 @@ import statistics
 import pytest
 
 from bench.conftest import run_args
-from bench.runners import StepLog, bare_loop, fabric_trainer, lightning_defaults, lightning_trainer, vanilla_trainer
+from bench.runners import (
+    StepLog,
+    bare_loop,
+    fabric_trainer,
+    lightning_defaults,
+    lightning_trainer,
+    tuned_settings,
+    vanilla_trainer,
+)
 from shared.cli import parse_args
 
 STEPS = {"small": 40, "tiny": 60}
 ROUNDS = {"small": 4, "tiny": 3}
-VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (defaults)", "lightning (as configured)")
+VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (defaults)", "lightning (as configured)", "lightning (tuned)")
 
 
 def summarise(logs: dict[str, list[StepLog]]) -> dict[str, dict]:
@@ -67,7 +77,8 @@ def test_per_step(benchmark, bench_data, tmp_path, model_size):
             "vanilla": lambda: vanilla_trainer(argv),
             "fabric": lambda: fabric_trainer(argv),
             "lightning (defaults)": lambda: lightning_defaults(args, steps),
-            "lightning (as configured)": lambda: lightning_trainer(argv)}
+            "lightning (as configured)": lambda: lightning_trainer(argv),
+            "lightning (tuned)": lambda: lightning_trainer(argv, tuned_settings())}
     logs: dict[str, list[StepLog]] = {v: [] for v in VARIANTS}
     order = list(VARIANTS)
 

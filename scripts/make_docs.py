@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import count_lines
-from bench.report import per_step_cost
+from bench.report import curve_points, fixed_costs, per_step_cost
 
 SIDE_BY_SIDE = REPO / "docs" / "side-by-side.md"
 README = REPO / "README.md"
@@ -161,10 +161,18 @@ def headline() -> str:
     those it leaves to you (removes under a quarter of), its lines and its per-step cost; then parity."""
     table = count_lines.count()
     features = [f for f in count_lines.FEATURES if f != "wiring"]
-    costs = {}
+    costs, curve = {}, ""
     if BENCHMARK.exists():
         document = json.loads(BENCHMARK.read_text())
         costs = {size: per_step_cost(document, size) for size in ("small", "tiny")}
+        points = curve_points(document["benchmarks"])
+        if points:
+            fixed = fixed_costs(points)
+            lightning = fixed["lightning (as configured)"]
+            curve = (f" Lightning's overhead is a roughly fixed cost per step, {lightning:.1f} ms here "
+                     f"({fixed['lightning (tuned)']:.1f} ms tuned, {fixed['fabric']:.1f} ms for Fabric): more than 1% "
+                     f"of a step shorter than {100 * lightning:,.0f} ms, noise beyond that "
+                     f"([the curve](bench/curve.png)).")
     rows = ["| rung | takes off your hands (lines of vanilla/ it removes) | leaves to you | lines | "
             "per step, default model | per step, tiny model |", "|---|---|---|---:|---:|---:|"]
     for side, rung in RUNGS.items():
@@ -186,7 +194,8 @@ def headline() -> str:
     return "\n".join(rows) + (
         f"\n\nParity on the CPU (float32, bf16-mixed, DDP, resume, fine-tuning), the three trainers pairwise: "
         f"**{parity_result}**, [docs/parity/parity.md](docs/parity/parity.md). Per-step figures: "
-        f"[bench/results.md](bench/results.md); lines by feature: [docs/side-by-side.md](docs/side-by-side.md).\n")
+        f"[bench/results.md](bench/results.md).{curve} Lines by feature: "
+        f"[docs/side-by-side.md](docs/side-by-side.md).\n")
 
 
 def readme(current: str) -> str:

@@ -8,8 +8,11 @@ from transformers import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGe
 from shared.errors import UserError
 
 # Sizes for a model trained from scratch. `small` is the default (a CPU epoch on the default data takes
-# seconds); `tiny` is for tests and parity runs.
+# seconds); `tiny` is for tests and parity runs; `base` has bart-base's layers and widths (for GPUs, and for the
+# benchmarks' overhead curve).
 MODEL_SIZES = {
+    "base": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                 decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
     "small": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                   decoder_attention_heads=4, encoder_ffn_dim=512, decoder_ffn_dim=512),
     "tiny": dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,

@@ -1,0 +1,190 @@
+"""Where each trainer's per-step time goes beyond the bare loop, and how much of Lightning's a user can switch off.
+
+Every part of a trainer that can be taken away is switched off in turn: a variant of the trainer without that one
+part. All variants run interleaved with the bare loop, round after round (the order of the trainers rotating),
+as in test_overhead.py. Each trainer runs whole before and after its variants, and its time is the mean of the
+two; a part's cost is the median over rounds of (trainer - trainer without it), per step. With every part off at
+once, what is left over the bare loop cannot be switched off: for Lightning, its loop (the hook calls, the
+optimizer closure, the precision and strategy plugins, the result collection). The one-at-a-time costs must add
+up to the cost of switching all of them off at once; the report sets the difference beside the noise.
+
+"Lightning, tuned" is lightning/train.py with the Trainer settings a user can change without giving up anything
+this job uses (bench/runners.py `tuned_settings`). Lightning's own SimpleProfiler, in a run of its own, attributes the
+per-step time to hooks and actions as a cross-check (its numbers include the profiler's own cost).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from bench.conftest import run_args
+from bench.runners import (
+    StepLog,
+    bare_loop,
+    fabric_trainer,
+    lightning_trainer,
+    patched,
+    profiled_lightning,
+    tuned_settings,
+    vanilla_trainer,
+)
+from shared.cli import parse_args
+
+STEPS = {"small": 40, "tiny": 100}
+ROUNDS = {"small": 2, "tiny": 3}
+NO_CLIPPING = ("--gradient-clip-val", "0")
+
+
+@contextmanager
+def no_progress_bar_updates(train):
+    """vanilla/ and fabric/: the tqdm bar's per-step update (the loss is still read with .item())."""
+    from vanilla.progress_bar import ProgressBar
+
+    with patched(ProgressBar, "advance", lambda original: lambda self, loss: None):
+        yield
+
+
+@contextmanager
+def no_scheduler_steps(train):
+    """Every trainer: the warm-up schedule's per-step update (the bare loop has no schedule)."""
+    def step(original):
+        def maybe(self, *args, **kwargs):
+            if not hasattr(self, "_last_lr"):  # the step the scheduler takes when it is built
+                original(self, *args, **kwargs)
+        return maybe
+
+    with patched(torch.optim.lr_scheduler.LambdaLR, "step", step):
+        yield
+
+
+@contextmanager
+def no_train_loss_logging(train):
+    """lightning/: `self.log("train_loss", MeanMetric)` and the metric's update, per step."""
+    def training_step(original):
+        return lambda self, batch, batch_idx: train.seq2seq_loss(self.model, batch)
+
+    with patched(train.QGModule, "training_step", training_step):
+        yield
+
+
+@contextmanager
+def no_project_callbacks(train):
+    """lightning/: this project's exact-resume and signal callbacks (lightning/exact_resume.py)."""
+    with patched(train, "exact_resume_callbacks", lambda original: lambda *args, **kwargs: []):
+        yield
+
+
+@dataclass(frozen=True)
+class Variant:
+    trainer: str  # "bare loop", "vanilla", "fabric", "lightning"
+    argv: tuple[str, ...] = ()
+    switched_off: tuple = ()
+    settings: dict | Callable[[], dict] = field(default_factory=dict)  # a callable: new callbacks for each run
+
+
+PARTS = {  # trainer: {part: (argv, switches, Trainer settings)} -- what switching the part off means
+    "vanilla": {"progress bar": ((), (no_progress_bar_updates,), {}),
+                "gradient clipping": (NO_CLIPPING, (), {}),
+                "LR scheduler step": ((), (no_scheduler_steps,), {})},
+    "fabric": {"progress bar": ((), (no_progress_bar_updates,), {}),
+               "gradient clipping": (NO_CLIPPING, (), {}),
+               "LR scheduler step": ((), (no_scheduler_steps,), {})},
+    "lightning": {"progress bar": ((), (), {"enable_progress_bar": False}),
+                  "train_loss logging": ((), (no_train_loss_logging,), {}),
+                  "exact-resume and signal callbacks": ((), (no_project_callbacks,), {}),
+                  "gradient clipping": (NO_CLIPPING, (), {}),
+                  "LR scheduler step": ((), (no_scheduler_steps,), {})},
+}
+
+
+def variants() -> dict[str, Variant]:
+    found = {"bare loop": Variant("bare loop")}
+    for trainer, parts in PARTS.items():
+        found[trainer] = Variant(trainer)
+        for part, (argv, switches, settings) in parts.items():
+            found[f"{trainer} - {part}"] = Variant(trainer, argv, switches, settings)
+        found[f"{trainer} - all of them"] = Variant(
+            trainer, tuple(a for argv, _, _ in parts.values() for a in argv),
+            tuple(s for _, switches, _ in parts.values() for s in switches),
+            {k: v for _, _, settings in parts.values() for k, v in settings.items()})
+    found["lightning (tuned)"] = Variant("lightning", settings=tuned_settings)
+    return found
+
+
+def run_variant(variant: Variant, args, argv: list[str], steps: int) -> StepLog:
+    if variant.trainer == "bare loop":
+        return bare_loop(args, steps)
+    argv = [*argv, *variant.argv]
+    if variant.trainer == "vanilla":
+        return vanilla_trainer(argv, variant.switched_off)
+    if variant.trainer == "fabric":
+        return fabric_trainer(argv, variant.switched_off)
+    settings = variant.settings() if callable(variant.settings) else variant.settings
+    return lightning_trainer(argv, settings, variant.switched_off)
+
+
+def groups(found: dict[str, Variant]) -> list[list[str]]:
+    """The runs of one round, a group per trainer: the whole trainer first and again last, its variants between
+    (each part's cost is taken against the mean of the two, which cancels a drift of the machine's speed)."""
+    by_trainer: dict[str, list[str]] = {}
+    for name, variant in found.items():
+        by_trainer.setdefault(variant.trainer, []).append(name)
+    return [names if trainer == "bare loop" else [*names, f"{trainer} (again)"]
+            for trainer, names in by_trainer.items()]
+
+
+def summarise(logs: dict[str, list[StepLog]]) -> dict:
+    """Per trainer: its overhead over the bare loop, each part's cost, all parts at once, what remains; in ms per
+    step, each the median over rounds of a difference within a round, with the lowest and highest round."""
+    per_round = {name: [1000 * statistics.median(log.intervals()) for log in runs] for name, runs in logs.items()}
+    rounds = range(len(per_round["bare loop"]))
+    for trainer in PARTS:  # the whole trainer: the mean of its runs before and after its variants
+        per_round[trainer] = [(a + b) / 2 for a, b in zip(per_round[trainer], per_round.pop(f"{trainer} (again)"),
+                                                          strict=True)]
+
+    def difference(a: str, b: str) -> dict:
+        values = [per_round[a][r] - per_round[b][r] for r in rounds]
+        return {"ms": statistics.median(values), "lowest": min(values), "highest": max(values)}
+
+    result = {"ms_per_step": {name: statistics.median(values) for name, values in per_round.items()}}
+    for trainer, parts in PARTS.items():
+        result[trainer] = {"overhead": difference(trainer, "bare loop"),
+                           "parts": {part: difference(trainer, f"{trainer} - {part}") for part in parts},
+                           "all parts": difference(trainer, f"{trainer} - all of them"),
+                           "remaining": difference(f"{trainer} - all of them", "bare loop")}
+    result["lightning (tuned)"] = {"overhead": difference("lightning (tuned)", "bare loop")}
+    result["tuned saves"] = difference("lightning", "lightning (tuned)")
+    result["tuned vs vanilla"] = statistics.median(per_round["lightning (tuned)"][r] / per_round["vanilla"][r]
+                                                   for r in rounds)
+    result["configured vs vanilla"] = statistics.median(per_round["lightning"][r] / per_round["vanilla"][r]
+                                                        for r in rounds)
+    return result
+
+
+@pytest.mark.parametrize("model_size", ["small", "tiny"])
+def test_anatomy(benchmark, bench_data, tmp_path, model_size):
+    steps = STEPS[model_size]
+    argv = run_args(bench_data, tmp_path / "run", model_size, steps)
+    args = parse_args("bench", "unused", argv)
+    found = variants()
+    order = groups(found)
+    logs: dict[str, list[StepLog]] = {name: [] for group in order for name in group}
+
+    def one_round():
+        for group in order:
+            for name in group:
+                logs[name].append(run_variant(found[name.removesuffix(" (again)")], args, argv, steps))
+        order.append(order.pop(0))  # rotate the groups, so that none always runs first or last
+
+    benchmark.group = f"anatomy: one round = {len(logs)} runs x {steps} steps, {model_size} model"
+    benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)
+    profile = profiled_lightning(argv, steps)
+    benchmark.extra_info.update(model_size=model_size, steps=steps, anatomy=summarise(logs), profile=profile,
+                                tuned_settings="TQDMProgressBar(refresh_rate=20)")
+    assert all(len(log.times) == steps for runs in logs.values() for log in runs)

@@ -1,0 +1,56 @@
+"""When Lightning's overhead matters: its share of the step time against the step time, across model sizes (tiny,
+small and a bart-base-sized BART) and batch sizes, with the bare loop as the floor.
+
+At each point the bare loop, the hand-written trainer, the Fabric trainer, Lightning as configured and Lightning
+tuned run interleaved, as in test_overhead.py. A trainer's overhead share is (its ms per step - the bare loop's) /
+its ms per step. A cost that is fixed per step falls in share as steps get longer: the report estimates that fixed
+cost and the step time below which it is more than 1%.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from bench.conftest import CUDA, run_args
+from bench.runners import StepLog, bare_loop, fabric_trainer, lightning_trainer, tuned_settings, vanilla_trainer
+from shared.cli import parse_args
+
+# (model size, batch size, steps, rounds): two batch sizes for the tiny and the default model; the base model's
+# steps take a second or more on a CPU (and its checkpoints over a gigabyte), so it gets one batch size, fewer steps
+POINTS = [("tiny", 8, 40, 3), ("tiny", 32, 40, 3), ("small", 8, 30, 3), ("small", 32, 30, 3), ("base", 4, 8, 2)]
+if CUDA:  # a GPU's steps are shorter: the same points with the batch sizes of a GPU run
+    POINTS = [(size, batch * 8, steps, rounds) for size, batch, steps, rounds in POINTS]
+VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (as configured)", "lightning (tuned)")
+
+
+@pytest.mark.parametrize("model_size, batch_size, steps, rounds", POINTS,
+                         ids=[f"{size}-batch{batch}" for size, batch, _, _ in POINTS])
+def test_overhead_curve(benchmark, bench_data, tmp_path, model_size, batch_size, steps, rounds):
+    argv = [*run_args(bench_data, tmp_path / "run", model_size, steps), "--batch-size", str(batch_size)]
+    args = parse_args("bench", "unused", argv)
+    runs = {"bare loop": lambda: bare_loop(args, steps),
+            "vanilla": lambda: vanilla_trainer(argv),
+            "fabric": lambda: fabric_trainer(argv),
+            "lightning (as configured)": lambda: lightning_trainer(argv),
+            "lightning (tuned)": lambda: lightning_trainer(argv, tuned_settings())}
+    logs: dict[str, list[StepLog]] = {v: [] for v in VARIANTS}
+    order = list(VARIANTS)
+
+    def one_round():
+        for variant in order:
+            logs[variant].append(runs[variant]())
+        order.append(order.pop(0))
+
+    benchmark.group = f"overhead curve: {model_size} model, batch {batch_size}"
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
+    per_round = {v: [1000 * statistics.median(log.intervals()) for log in logs[v]] for v in VARIANTS}
+    floor = per_round["bare loop"]
+    point = {"bare_ms": statistics.median(floor)}
+    for variant in VARIANTS[1:]:
+        extra = [per_round[variant][r] - floor[r] for r in range(rounds)]
+        point[variant] = {"ms": statistics.median(per_round[variant]), "overhead_ms": statistics.median(extra),
+                          "share": statistics.median(extra[r] / per_round[variant][r] for r in range(rounds))}
+    benchmark.extra_info.update(model_size=model_size, batch_size=batch_size, steps=steps, point=point)
+    assert all(len(log.times) == steps for variant_logs in logs.values() for log in variant_logs)
