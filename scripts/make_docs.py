@@ -167,12 +167,13 @@ def headline() -> str:
         costs = {size: per_step_cost(document, size) for size in ("small", "tiny")}
         points = curve_points(document["benchmarks"])
         if points:
-            fixed = fixed_costs(points)
-            lightning = fixed["lightning (as configured)"]
-            curve = (f" Lightning's overhead is a roughly fixed cost per step, {lightning:.1f} ms here "
-                     f"({fixed['lightning (tuned)']:.1f} ms tuned, {fixed['fabric']:.1f} ms for Fabric): more than 1% "
-                     f"of a step shorter than {100 * lightning:,.0f} ms, noise beyond that "
-                     f"([the curve](bench/curve.png)).")
+            overheads = [p["point"]["lightning (as configured)"]["overhead_ms"] for p in points]
+            shares = [p["point"]["lightning (as configured)"]["share"] for p in points]
+            median = fixed_costs(points)["lightning (as configured)"]
+            curve = (f" Lightning's overhead at the curve's points (the chart below): {min(overheads):+.1f} to "
+                     f"{max(overheads):+.1f} ms per step, {min(shares):.0%} to {max(shares):.0%} of the step; were "
+                     f"it a fixed cost per step, their median, {median:.1f} ms, would be under 1% of steps longer "
+                     f"than {100 * median:,.0f} ms, which this run's noise does not settle.")
     rows = ["| rung | takes off your hands (lines of vanilla/ it removes) | leaves to you | lines | "
             "per step, default model | per step, tiny model |", "|---|---|---|---:|---:|---:|"]
     for side, rung in RUNGS.items():
@@ -195,7 +196,8 @@ def headline() -> str:
         f"\n\nParity on the CPU (float32, bf16-mixed, DDP, resume, fine-tuning), the three trainers pairwise: "
         f"**{parity_result}**, [docs/parity/parity.md](docs/parity/parity.md). Per-step figures: "
         f"[bench/results.md](bench/results.md).{curve} Lines by feature: "
-        f"[docs/side-by-side.md](docs/side-by-side.md).\n")
+        f"[docs/side-by-side.md](docs/side-by-side.md).\n"
+        + ("\n![Overhead against step time, per trainer](bench/curve.png)\n" if curve else ""))
 
 
 def readme(current: str) -> str:
