@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,20 @@ def bare_loop(args, steps: int, collate_class=None) -> StepLog:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return log
+
+
+def interleaved(runs: dict[str, Callable[[], StepLog]]) -> tuple[dict[str, list[StepLog]], Callable[[], None]]:
+    """Each variant's logs, and one round: every variant once, the order rotating from round to round so that no
+    variant always runs first or last (this machine's speed drifts)."""
+    logs: dict[str, list[StepLog]] = {name: [] for name in runs}
+    order = list(runs)
+
+    def one_round() -> None:
+        for name in order:
+            logs[name].append(runs[name]())
+        order.append(order.pop(0))
+
+    return logs, one_round
 
 
 @contextmanager

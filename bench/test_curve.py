@@ -14,7 +14,7 @@ import statistics
 import pytest
 
 from bench.conftest import CUDA, run_args
-from bench.runners import StepLog, bare_loop, fabric_trainer, lightning_trainer, tuned_settings, vanilla_trainer
+from bench.runners import bare_loop, fabric_trainer, interleaved, lightning_trainer, tuned_settings, vanilla_trainer
 from shared.cli import parse_args
 
 # (model size, batch size, steps, rounds): two batch sizes for the tiny and the default model; the base model's
@@ -35,13 +35,7 @@ def test_overhead_curve(benchmark, bench_data, tmp_path, model_size, batch_size,
             "fabric": lambda: fabric_trainer(argv),
             "lightning (as configured)": lambda: lightning_trainer(argv),
             "lightning (tuned)": lambda: lightning_trainer(argv, tuned_settings())}
-    logs: dict[str, list[StepLog]] = {v: [] for v in VARIANTS}
-    order = list(VARIANTS)
-
-    def one_round():
-        for variant in order:
-            logs[variant].append(runs[variant]())
-        order.append(order.pop(0))
+    logs, one_round = interleaved(runs)
 
     benchmark.group = f"overhead curve: {model_size} model, batch {batch_size}"
     benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)

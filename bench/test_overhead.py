@@ -26,6 +26,7 @@ from bench.runners import (
     StepLog,
     bare_loop,
     fabric_trainer,
+    interleaved,
     lightning_defaults,
     lightning_trainer,
     tuned_settings,
@@ -79,13 +80,7 @@ def test_per_step(benchmark, bench_data, tmp_path, model_size):
             "lightning (defaults)": lambda: lightning_defaults(args, steps),
             "lightning (as configured)": lambda: lightning_trainer(argv),
             "lightning (tuned)": lambda: lightning_trainer(argv, tuned_settings())}
-    logs: dict[str, list[StepLog]] = {v: [] for v in VARIANTS}
-    order = list(VARIANTS)
-
-    def one_round():
-        for variant in order:
-            logs[variant].append(runs[variant]())
-        order.append(order.pop(0))  # rotate, so that no variant always runs first or last
+    logs, one_round = interleaved(runs)
 
     benchmark.group = f"per-step overhead: one round = the {len(VARIANTS)} variants x {steps} steps, {model_size} model"
     benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)

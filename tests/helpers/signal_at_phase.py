@@ -9,7 +9,6 @@ trainer's. Phases:
     export      writing the exported model
 The hooks wrap the shared functions the trainers import by name, before they import them."""
 
-import importlib.util
 import os
 import signal
 import sys
@@ -61,11 +60,7 @@ shared.model.seq2seq_loss = loss
 shared.decoding.generate_questions = hooked(shared.decoding.generate_questions, "test")
 shared.export.export_pretrained = hooked(shared.export.export_pretrained, "export")
 from shared.errors import exit_on_user_error  # noqa: E402
+from tests.conftest import load_train  # noqa: E402
 
-if TRAINER == "vanilla":
-    from vanilla import train
-else:
-    spec = importlib.util.spec_from_file_location(f"{TRAINER}_train", REPO / TRAINER / "train.py")
-    train = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+train = load_train(TRAINER)
 exit_on_user_error(lambda: train.main(ARGV))()

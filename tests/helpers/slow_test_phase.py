@@ -1,7 +1,6 @@
 """Run vanilla/, fabric/ or lightning/train.py (argv[1]) with a test phase made slow: every generated test batch
 takes argv[2] more seconds. The rest of argv is the trainer's. Under torchrun every rank runs this file."""
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -22,11 +21,7 @@ def slow_generate_questions(*args, **kwargs):
 
 shared.decoding.generate_questions = slow_generate_questions  # before the trainers import it by name
 from shared.errors import exit_on_user_error  # noqa: E402
+from tests.conftest import load_train  # noqa: E402
 
-if TRAINER == "vanilla":
-    from vanilla import train
-else:
-    spec = importlib.util.spec_from_file_location(f"{TRAINER}_train", REPO / TRAINER / "train.py")
-    train = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+train = load_train(TRAINER)
 exit_on_user_error(lambda: train.main(ARGV))()
