@@ -30,6 +30,7 @@ from datetime import timedelta
 import torch
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
+from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning_fabric.strategies import DDPStrategy
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from lightning_fabric.utilities.rank_zero import rank_zero_only
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(PROG, TRAINER, argv)
     cuda = args.accelerator != "cpu" and torch.cuda.is_available()
     check_devices(args.devices, cuda)
-    check_launcher(args, cuda)  # torchrun's or srun's world, checked
+    check_launcher(args, cuda, (TorchElasticEnvironment, SLURMEnvironment))  # torchrun's or srun's world, checked
     if args.strategy == "dp":  # Fabric alone would fall back to ddp without CUDA, with a warning
         check_data_parallel(cuda)
     output_dir = choose_run_directory(args, TRAINER, rank_zero_only.rank)

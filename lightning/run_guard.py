@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback
-from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
@@ -38,7 +38,7 @@ class RunGuard:
         self.is_rank_zero = rank_zero_only.rank == 0  # processes started by Lightning's DDP launcher are not
         self.cuda = cuda = args.accelerator != "cpu" and torch.cuda.is_available()
         check_devices(args.devices, cuda)
-        launcher = check_launcher(args, cuda)  # torchrun's or srun's world, checked
+        launcher = check_launcher(args, cuda, (TorchElasticEnvironment, SLURMEnvironment))  # torchrun's or srun's world
         self.output_dir = choose_run_directory(args, trainer, rank_zero_only.rank)
         args.output_dir = str(self.output_dir)  # the run's settings (hparams.yaml) say where it went
         if self.is_rank_zero:

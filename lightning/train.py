@@ -125,7 +125,7 @@ def ddp_tester(trainer: pl.Trainer, args, guard: RunGuard) -> pl.Trainer:
         return trainer
     return pl.Trainer(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
                       strategy=guard.strategy, precision=guard.precision, use_distributed_sampler=False, logger=False,
-                      callbacks=[SigtermEndsTheTest()], enable_model_summary=False,
+                      callbacks=[SigtermEndsTheTest()], plugins=guard.plugins, enable_model_summary=False,
                       default_root_dir=trainer.default_root_dir)
 
 

@@ -29,9 +29,12 @@ class Interrupted(Exception):
 def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
     """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback (and a
     version directory the run made but never wrote to is removed); an interruption prints how to go on and exits
-    128 + signal number (130 for Ctrl-C, 143 for SIGTERM; 0 in the ranks rank 0 started, `shared.process_tree`)."""
+    128 + signal number (130 for Ctrl-C, 143 for SIGTERM; 0 in the ranks rank 0 started, `shared.process_tree`).
+    A DDP process ends its process group on the way out, whichever way it leaves."""
 
     def wrapped() -> None:
+        from shared.process_tree import interrupted_exit_status, leave_process_group
+
         try:
             main()
         except UserError as error:
@@ -40,13 +43,14 @@ def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
             discard_if_unused()
             message = " ".join(str(error).split())  # one line, whatever the message held
             print(f"error: {message}", file=sys.stderr)
+            leave_process_group(2)
             sys.exit(2)
         except Interrupted as stop:
-            from shared.process_tree import interrupted_exit_status
-
             if stop.announce:
                 print(stop, flush=True)
+            leave_process_group(interrupted_exit_status(stop.signum))
             sys.exit(interrupted_exit_status(stop.signum))
+        leave_process_group(0)
 
     wrapped.__name__ = getattr(main, "__name__", "main")
     wrapped.__doc__ = main.__doc__

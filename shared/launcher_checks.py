@@ -15,19 +15,18 @@ from shared.cli import check_launcher_world, check_num_nodes, processes_per_node
 from shared.errors import UserError
 
 
-def check_launcher(args, cuda: bool):
+def check_launcher(args, cuda: bool, environment_kinds):
     """The launcher's cluster environment (None without one), its world checked against --num-nodes and
-    --devices, and srun's rendezvous in MASTER_ADDR and MASTER_PORT, as Lightning will read them."""
-    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-
+    --devices, and its rendezvous in MASTER_ADDR and MASTER_PORT, where Lightning will read it (torchrun's is there
+    already; srun's would not be until fit starts). `environment_kinds`: the framework's TorchElasticEnvironment
+    and SLURMEnvironment, in Lightning's order of detection (shared/ imports no framework)."""
     try:
-        environment = next((kind() for kind in (TorchElasticEnvironment, SLURMEnvironment) if kind.detect()), None)
+        environment = next((kind() for kind in environment_kinds if kind.detect()), None)
     except RuntimeError as error:  # srun's tasks not described per node: SLURMEnvironment refuses them
         raise UserError(f"SLURM: {error}") from None
     check_num_nodes(args.num_nodes, environment is not None)
     if environment is None:
         return None
     check_launcher_world(args.num_nodes, processes_per_node(args, cuda), environment.world_size())
-    if isinstance(environment, SLURMEnvironment):
-        os.environ.update(MASTER_ADDR=environment.main_address, MASTER_PORT=str(environment.main_port))
+    os.environ.update(MASTER_ADDR=environment.main_address, MASTER_PORT=str(environment.main_port))
     return environment

@@ -67,3 +67,29 @@ def test_the_ranks_shares_of_the_test_phase_give_the_one_process_predictions(slo
              Precision("32-true", "cpu"), 13, args.num_beams, args.max_target_length, tmp_path)
     assert (tmp_path / "predictions.jsonl").read_text() == texts["vanilla"]
 
+
+
+LEAVE = """
+import sys
+import torch.distributed as dist
+sys.path.insert(0, {repo!r})
+from shared.process_tree import leave_process_group
+dist.init_process_group("gloo")
+dist.barrier()
+leave_process_group(7)
+print("still here, process group initialized:", dist.is_initialized(), flush=True)
+"""
+
+
+def test_a_ddp_process_ends_its_process_group_and_other_ranks_leave_at_once():
+    """How every trainer's process ends (shared.errors.exit_on_user_error): rank 0 goes on without a process group,
+    the other ranks leave with the status given, before the interpreter's teardown."""
+    from tests.test_parity import free_port
+
+    code = LEAVE.format(repo=str(REPO))
+    rendezvous = dict(ENV, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2")
+    ranks = [subprocess.Popen([sys.executable, "-c", code], env=dict(rendezvous, RANK=str(rank)), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
+    (out0, err0), (out1, err1) = (rank.communicate(timeout=60) for rank in ranks)
+    assert (ranks[0].returncode, out0) == (0, "still here, process group initialized: False\n"), err0
+    assert (ranks[1].returncode, out1) == (7, ""), err1

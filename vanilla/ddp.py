@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from shared.errors import Interrupted
-from shared.process_tree import interrupted_exit_status
+from shared.process_tree import exit_now, interrupted_exit_status
 from vanilla.cluster_environment import started_externally
 
 T = TypeVar("T")
@@ -92,7 +92,7 @@ class RankObserver(threading.Thread):
         how = f"was ended by {_signal_name(-status)}" if status < 0 else f"exited with status {status}"
         print(f"error: DDP rank {rank} {how}; the other ranks were stopped", file=sys.stderr, flush=True)
         discard_if_unused()
-        _exit_now(128 - status if status < 0 else status)
+        exit_now(128 - status if status < 0 else status)
 
 
 def _signal_name(signum: int) -> str:
@@ -126,24 +126,16 @@ def run_ranks(script: str, argv: list[str], world_size: int, fit: Callable[[], T
         wait_for(children, failed=not isinstance(error, Interrupted))
         destroy_process_group()
         if isinstance(error, Interrupted) and int(os.environ["RANK"]) > 0:
-            _exit_now(interrupted_exit_status(error.signum))
+            exit_now(interrupted_exit_status(error.signum))
         raise
     observer.done.set()
     status = wait_for(children, failed=False)
     destroy_process_group()
     if int(os.environ["RANK"]) > 0:
-        _exit_now(0)
+        exit_now(0)
     if status:
         raise SystemExit(f"error: another DDP rank exited with status {status}")
     return result
-
-
-def _exit_now(code: int) -> None:
-    """The other ranks' work is done and their process group is gone. Their interpreter teardown aborted in C++
-    ("terminate called without an active exception") in about one run in twenty here, so skip it."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def init_process_group(device_type: str, timeout_seconds: float) -> ProcessInfo:
