@@ -245,12 +245,17 @@ def lightning_defaults(args, steps: int) -> StepLog:
     return log
 
 
+TUNED_REFRESH_RATE = 20
+TUNED_SETTINGS = f"TQDMProgressBar(refresh_rate={TUNED_REFRESH_RATE})"  # as the report names them
+
+
 def tuned_settings() -> dict:
     """"Lightning, tuned": what a user of lightning/train.py can change in the Trainer without giving up anything
-    the job uses (the report lists each setting and what it saves)."""
+    the job uses (the report lists each setting and what it saves): the same bar and metrics, redrawn every
+    TUNED_REFRESH_RATE steps (by default Lightning redraws a RichProgressBar, when rich is installed, every step)."""
     from pytorch_lightning.callbacks import TQDMProgressBar
 
-    return {"callbacks": [TQDMProgressBar(refresh_rate=20)]}  # the same bar and metrics, redrawn every 20 steps
+    return {"callbacks": [TQDMProgressBar(refresh_rate=TUNED_REFRESH_RATE)]}
 
 
 def profiled_lightning(argv: list[str], steps: int, top: int = 14) -> list[tuple[str, float]]:

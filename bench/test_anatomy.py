@@ -5,16 +5,24 @@ part. All variants run interleaved with the bare loop, round after round (the or
 as in test_overhead.py. Each trainer runs whole before and after its variants, and its time is the mean of the
 two; a part's cost is the median over rounds of (trainer - trainer without it), per step. With every part off at
 once, what is left over the bare loop cannot be switched off: for Lightning, its loop (the hook calls, the
-optimizer closure, the precision and strategy plugins, the result collection). The one-at-a-time costs must add
-up to the cost of switching all of them off at once; the report sets the difference beside the noise.
+optimizer closure, the precision and strategy plugins, the result collection).
+
+The parts are chosen not to overlap, so that their costs, switched off one at a time, add up to the cost of
+switching them all off at once: Lightning's progress bar redraws the logged train_loss (prog_bar=True), computing
+the metric at every redraw, so the bar and the train_loss logging are one part (apart, that computation would be
+counted in both). Whether they add up is checked round by round: the sum of the parts minus all at once, its
+median over rounds against two standard errors of its rounds (the report states both).
 
 "Lightning, tuned" is lightning/train.py with the Trainer settings a user can change without giving up anything
-this job uses (bench/runners.py `tuned_settings`). Lightning's own SimpleProfiler, in a run of its own, attributes the
-per-step time to hooks and actions as a cross-check (its numbers include the profiler's own cost).
+this job uses (bench/runners.py `tuned_settings`); they touch the progress bar alone, so its other parts are
+Lightning's as configured, from the same runs, and its bar is timed against the same variant without the bar.
+Lightning's own SimpleProfiler, in a run of its own, attributes the per-step time to hooks and actions as a
+cross-check (its numbers include the profiler's own cost).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -25,6 +33,7 @@ import torch
 
 from bench.conftest import run_args
 from bench.runners import (
+    TUNED_SETTINGS,
     StepLog,
     bare_loop,
     fabric_trainer,
@@ -37,8 +46,10 @@ from bench.runners import (
 from shared.cli import parse_args
 
 STEPS = {"small": 40, "tiny": 100}
-ROUNDS = {"small": 2, "tiny": 3}
+ROUNDS = {"small": 2, "tiny": 6}
 NO_CLIPPING = ("--gradient-clip-val", "0")
+TUNED = "lightning (tuned)"
+TUNED_PART = "progress bar and train_loss logging"  # the one part the tuned settings change
 
 
 @contextmanager
@@ -65,7 +76,8 @@ def no_scheduler_steps(train):
 
 @contextmanager
 def no_train_loss_logging(train):
-    """lightning/: `self.log("train_loss", MeanMetric)` and the metric's update, per step."""
+    """lightning/: `self.log("train_loss", MeanMetric)` and the metric's update, per step (switched off with the
+    progress bar that shows it)."""
     def training_step(original):
         return lambda self, batch, batch_idx: train.seq2seq_loss(self.model, batch)
 
@@ -95,8 +107,8 @@ PARTS = {  # trainer: {part: (argv, switches, Trainer settings)} -- what switchi
     "fabric": {"progress bar": ((), (no_progress_bar_updates,), {}),
                "gradient clipping": (NO_CLIPPING, (), {}),
                "LR scheduler step": ((), (no_scheduler_steps,), {})},
-    "lightning": {"progress bar": ((), (), {"enable_progress_bar": False}),
-                  "train_loss logging": ((), (no_train_loss_logging,), {}),
+    "lightning": {"progress bar and train_loss logging": ((), (no_train_loss_logging,),
+                                                          {"enable_progress_bar": False}),
                   "exact-resume and signal callbacks": ((), (no_project_callbacks,), {}),
                   "gradient clipping": (NO_CLIPPING, (), {}),
                   "LR scheduler step": ((), (no_scheduler_steps,), {})},
@@ -113,7 +125,7 @@ def variants() -> dict[str, Variant]:
             trainer, tuple(a for argv, _, _ in parts.values() for a in argv),
             tuple(s for _, switches, _ in parts.values() for s in switches),
             {k: v for _, _, settings in parts.values() for k, v in settings.items()})
-    found["lightning (tuned)"] = Variant("lightning", settings=tuned_settings)
+    found[TUNED] = Variant("lightning", settings=tuned_settings)
     return found
 
 
@@ -131,37 +143,63 @@ def run_variant(variant: Variant, args, argv: list[str], steps: int) -> StepLog:
 
 def groups(found: dict[str, Variant]) -> list[list[str]]:
     """The runs of one round, a group per trainer: the whole trainer first and again last, its variants between
-    (each part's cost is taken against the mean of the two, which cancels a drift of the machine's speed)."""
+    (each part's cost is taken against the mean of the two, which cancels a drift of the machine's speed).
+    Lightning tuned is bracketed in Lightning's group the same way."""
     by_trainer: dict[str, list[str]] = {}
     for name, variant in found.items():
-        by_trainer.setdefault(variant.trainer, []).append(name)
+        if name != TUNED:
+            by_trainer.setdefault(variant.trainer, []).append(name)
+    by_trainer["lightning"][1:1] = [TUNED]
+    by_trainer["lightning"].append(f"{TUNED} (again)")
     return [names if trainer == "bare loop" else [*names, f"{trainer} (again)"]
             for trainer, names in by_trainer.items()]
 
 
+def adds_up(parts: list[list[float]], all_at_once: list[float]) -> dict:
+    """Per round, the parts' costs summed minus the cost of all at once: its median over rounds, and two standard
+    errors of its rounds (the noise it is held against)."""
+    discrepancy = [sum(values) - together for *values, together in zip(*parts, all_at_once, strict=True)]
+    noise = 2 * statistics.stdev(discrepancy) / math.sqrt(len(discrepancy)) if len(discrepancy) > 1 else math.inf
+    return {"ms": statistics.median(discrepancy), "lowest": min(discrepancy), "highest": max(discrepancy),
+            "noise": noise}
+
+
 def summarise(logs: dict[str, list[StepLog]]) -> dict:
-    """Per trainer: its overhead over the bare loop, each part's cost, all parts at once, what remains; in ms per
-    step, each the median over rounds of a difference within a round, with the lowest and highest round."""
+    """Per trainer: its overhead over the bare loop, each part's cost, all parts at once, what remains, whether
+    the parts add up; in ms per step, each the median over rounds of a difference within a round, with the lowest
+    and highest round."""
     per_round = {name: [1000 * statistics.median(log.intervals()) for log in runs] for name, runs in logs.items()}
     rounds = range(len(per_round["bare loop"]))
-    for trainer in PARTS:  # the whole trainer: the mean of its runs before and after its variants
+    for trainer in (*PARTS, TUNED):  # the whole trainer: the mean of its runs before and after its variants
         per_round[trainer] = [(a + b) / 2 for a, b in zip(per_round[trainer], per_round.pop(f"{trainer} (again)"),
                                                           strict=True)]
 
-    def difference(a: str, b: str) -> dict:
-        values = [per_round[a][r] - per_round[b][r] for r in rounds]
+    def within_rounds(a: str, b: str) -> list[float]:
+        return [per_round[a][r] - per_round[b][r] for r in rounds]
+
+    def difference(values: list[float]) -> dict:
         return {"ms": statistics.median(values), "lowest": min(values), "highest": max(values)}
 
     result = {"ms_per_step": {name: statistics.median(values) for name, values in per_round.items()}}
     for trainer, parts in PARTS.items():
-        result[trainer] = {"overhead": difference(trainer, "bare loop"),
-                           "parts": {part: difference(trainer, f"{trainer} - {part}") for part in parts},
-                           "all parts": difference(trainer, f"{trainer} - all of them"),
-                           "remaining": difference(f"{trainer} - all of them", "bare loop")}
-    result["lightning (tuned)"] = {"overhead": difference("lightning (tuned)", "bare loop")}
-    result["tuned saves"] = difference("lightning", "lightning (tuned)")
-    result["tuned vs vanilla"] = statistics.median(per_round["lightning (tuned)"][r] / per_round["vanilla"][r]
-                                                   for r in rounds)
+        costs = {part: within_rounds(trainer, f"{trainer} - {part}") for part in parts}
+        all_at_once = within_rounds(trainer, f"{trainer} - all of them")
+        result[trainer] = {"overhead": difference(within_rounds(trainer, "bare loop")),
+                           "parts": {part: difference(values) for part, values in costs.items()},
+                           "all parts": difference(all_at_once),
+                           "remaining": difference(within_rounds(f"{trainer} - all of them", "bare loop")),
+                           "adds up": adds_up(list(costs.values()), all_at_once)}
+    # Lightning tuned: its own progress bar against the same variant without it; its other parts are Lightning's
+    costs = {part: within_rounds("lightning", f"lightning - {part}") for part in PARTS["lightning"]}
+    costs[TUNED_PART] = within_rounds(TUNED, f"lightning - {TUNED_PART}")
+    all_at_once = within_rounds(TUNED, "lightning - all of them")
+    result[TUNED] = {"overhead": difference(within_rounds(TUNED, "bare loop")),
+                     "parts": {part: difference(values) for part, values in costs.items()},
+                     "all parts": difference(all_at_once),
+                     "remaining": result["lightning"]["remaining"],
+                     "adds up": adds_up(list(costs.values()), all_at_once), "own part": TUNED_PART}
+    result["tuned saves"] = difference(within_rounds("lightning", TUNED))
+    result["tuned vs vanilla"] = statistics.median(per_round[TUNED][r] / per_round["vanilla"][r] for r in rounds)
     result["configured vs vanilla"] = statistics.median(per_round["lightning"][r] / per_round["vanilla"][r]
                                                         for r in rounds)
     return result
@@ -186,5 +224,5 @@ def test_anatomy(benchmark, bench_data, tmp_path, model_size):
     benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)
     profile = profiled_lightning(argv, steps)
     benchmark.extra_info.update(model_size=model_size, steps=steps, anatomy=summarise(logs), profile=profile,
-                                tuned_settings="TQDMProgressBar(refresh_rate=20)")
+                                tuned_settings=TUNED_SETTINGS)
     assert all(len(log.times) == steps for runs in logs.values() for log in runs)

@@ -70,3 +70,14 @@ def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
                                                         "fabric": "1.012x vanilla (+1.00 ms; rounds 0.990 to 1.080)",
                                                         "lightning": "1.037x vanilla (+3.00 ms)"}
     assert report.per_step_cost(document, "tiny") == {}
+
+
+def test_the_anatomy_check_tells_parts_that_add_up_from_parts_counted_twice():
+    """bench/test_anatomy.py: per round, the parts summed minus all at once, against two standard errors."""
+    from bench.test_anatomy import adds_up
+
+    disjoint = adds_up([[1.0, 1.2, 0.9, 1.1], [2.0, 1.9, 2.2, 2.0]], [3.1, 3.0, 3.0, 3.2])
+    assert abs(disjoint["ms"]) <= disjoint["noise"]
+    # a cost inside two parts (a bar that computes the logged metric, the logging that updates it) counts twice
+    overlapping = adds_up([[1.5, 1.4, 1.6, 1.5], [1.5, 1.6, 1.4, 1.5]], [1.6, 1.5, 1.5, 1.6])
+    assert round(overlapping["ms"], 6) == 1.45 and overlapping["noise"] < 0.1
