@@ -2,10 +2,10 @@
 
 Every part of a trainer that can be taken away is switched off in turn: a variant of the trainer without that one
 part. All variants run interleaved with the bare loop, round after round (the order of the trainers rotating),
-as in test_overhead.py. Each trainer runs whole before and after its variants, and its time is the mean of the
-two; a part's cost is the median over rounds of (trainer - trainer without it), per step. With every part off at
-once, what is left over the bare loop cannot be switched off: for Lightning, its loop (the hook calls, the
-optimizer closure, the precision and strategy plugins, the result collection).
+as in test_overhead.py. Each trainer runs whole before and after its variants (whose order rotates too), and its
+time is the mean of the two; a part's cost is the median over rounds of (trainer - trainer without it), per step.
+With every part off at once, what is left over the bare loop cannot be switched off: for Lightning, its loop (the
+hook calls, the optimizer closure, the precision and strategy plugins, the result collection).
 
 The parts are chosen not to overlap, so that their costs, switched off one at a time, add up to the cost of
 switching them all off at once: Lightning's progress bar redraws the logged train_loss (prog_bar=True), computing
@@ -155,6 +155,14 @@ def groups(found: dict[str, Variant]) -> list[list[str]]:
             for trainer, names in by_trainer.items()]
 
 
+def rotate_variants(group: list[str]) -> None:
+    """Between a trainer's brackets, its variants change places from round to round, so that none always runs
+    in the same place (a place's own bias, if any, becomes noise the rounds show)."""
+    places = [i for i, name in enumerate(group) if " - " in name]
+    for place, name in zip(places, [group[i] for i in places[1:] + places[:1]], strict=True):
+        group[place] = name
+
+
 def adds_up(parts: list[list[float]], all_at_once: list[float]) -> dict:
     """Per round, the parts' costs summed minus the cost of all at once: its median over rounds, and two standard
     errors of its rounds (the noise it is held against)."""
@@ -219,6 +227,8 @@ def test_anatomy(benchmark, bench_data, tmp_path, model_size):
             for name in group:
                 logs[name].append(run_variant(found[name.removesuffix(" (again)")], args, argv, steps))
         order.append(order.pop(0))  # rotate the groups, so that none always runs first or last
+        for group in order:
+            rotate_variants(group)
 
     benchmark.group = f"anatomy: one round = {len(logs)} runs x {steps} steps, {model_size} model"
     benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)
