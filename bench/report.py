@@ -172,10 +172,10 @@ def anatomy_section(benchmarks) -> list[str]:
                   f"column repeats Lightning's parts but for the {tuned_part}, timed against the same variant "
                   f"without it.",
                   "", "Do the parts add up? In each round, the parts' costs summed minus the cost of all of them "
-                  "off at once; its median over rounds (lowest to highest round) against two standard errors of "
-                  f"its {bench['stats']['rounds']} rounds: " + "; ".join(checks) + ". (Lightning tuned's check is "
-                  "Lightning's: its own run cancels from the sum and from all at once.) A part whose range crosses "
-                  "zero is below this machine's noise.",
+                  "off at once; its mean over rounds (lowest to highest round) against the half-width of its 95% "
+                  f"confidence interval (Student's t, {bench['stats']['rounds']} rounds): " + "; ".join(checks)
+                  + ". (Lightning tuned's check is Lightning's: its own run cancels from the sum and from all at "
+                  "once.) A part whose range crosses zero is below this machine's noise.",
                   "", f"Lightning tuned ({bench['extra_info']['tuned_settings']}) saves "
                   f"{spread(anatomy['tuned saves'])} ms per step in these rounds (the per-step section above gives "
                   f"its ratio to the hand-written trainer). What no setting removes is Lightning's loop itself: "
@@ -184,6 +184,31 @@ def anatomy_section(benchmarks) -> list[str]:
                   "", "Lightning's SimpleProfiler, in a run of its own (its numbers include the profiler's cost), "
                   "per-step actions:", "", "| action | ms per step |", "|---|---:|"]
         lines += [f"| `{action}` | {value:.3f} |" for action, value in profile]
+        lines += own_time_table(bench["extra_info"].get("own_time") or {})
+    return lines
+
+
+def own_time_table(own_time: dict[str, dict[str, float]], top: int = 16) -> list[str]:
+    """cProfile's own time per step by code area (bench/runners.py ProfiledSteps), a column per trainer: the
+    areas costliest in any trainer first, the rest in one row."""
+    if not own_time:
+        return []
+    names = list(own_time)
+    areas = sorted({area for name in names for area in own_time[name]},
+                   key=lambda area: -max(own_time[name].get(area, 0.0) for name in names))
+    lines = ["", "cProfile over the timed steps, in a run of each trainer: ms per step in each code area's own Python "
+             "(a function's own time, without the functions it calls; torch, the standard library and C functions "
+             "left out: they run alike in every trainer, the bare loop's too). The profiler's cost per call is "
+             "included, so code with many small calls looks heavier than it runs; the split is what it tells.", "",
+             "| code area | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for area in areas[:top]:
+        lines.append(f"| `{area}` | " + " | ".join(f"{own_time[name][area]:.3f}" if area in own_time[name] else "-"
+                                                   for name in names) + " |")
+    if areas[top:]:
+        lines.append(f"| {len(areas) - top} other areas | " + " | ".join(
+            f"{sum(own_time[name].get(area, 0.0) for area in areas[top:]):.3f}" for name in names) + " |")
+    lines.append("| **all of them** | " + " | ".join(f"**{sum(own_time[name].values()):.3f}**" for name in names)
+                 + " |")
     return lines
 
 

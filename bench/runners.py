@@ -10,6 +10,8 @@ The probes themselves (one perf_counter call per step) cost well under a microse
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import statistics
 import time
 from collections.abc import Callable
@@ -59,7 +61,7 @@ class StepLog:
         }
 
 
-def bare_loop(args, steps: int, collate_class=None) -> StepLog:
+def bare_loop(args, steps: int, collate_class=None, log: StepLog | None = None) -> StepLog:
     """The floor: forward, backward, optimizer step, nothing else (same data, model, optimizer, batch size)."""
     from torch.utils.data import DataLoader
 
@@ -73,7 +75,7 @@ def bare_loop(args, steps: int, collate_class=None) -> StepLog:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = DataLoader(data.train, batch_size=args.batch_size, shuffle=True,
                         collate_fn=(collate_class or PadCollator)(data.tokenizer.pad_token_id))
-    log = StepLog()
+    log = StepLog() if log is None else log
     autocast = torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16,
                               enabled=args.precision == "bf16-mixed")
     for batch in loader:
@@ -113,12 +115,12 @@ def patched(owner, name: str, make_wrapper):
         setattr(owner, name, original)
 
 
-def vanilla_trainer(argv: list[str], switched_off=()) -> StepLog:
+def vanilla_trainer(argv: list[str], switched_off=(), log: StepLog | None = None) -> StepLog:
     """vanilla/train.py's main, with a probe on FitLoop.training_step and FitLoop.validate."""
     from vanilla import train
     from vanilla.fit_loop import FitLoop
 
-    log = StepLog()
+    log = StepLog() if log is None else log
 
     def training_step(original):
         def step(self, batch, batch_idx, num_batches):
@@ -184,13 +186,14 @@ def lightning_trainers(extra_callbacks=(), settings: dict | None = None):
         yield built
 
 
-def lightning_trainer(argv: list[str], settings: dict | None = None, switched_off=()) -> StepLog:
+def lightning_trainer(argv: list[str], settings: dict | None = None, switched_off=(),
+                      log: StepLog | None = None) -> StepLog:
     """lightning/train.py's main, with a probe callback added to the Trainer it builds for fit (and `settings`
     for that Trainer; `switched_off`: context managers that take parts away, see bench/test_anatomy.py)."""
     from tests.conftest import load_lightning_train
 
     train = load_lightning_train()
-    log = StepLog()
+    log = StepLog() if log is None else log
     with lightning_trainers([_probe_callback(log)], settings), ExitStack() as stack:
         for switch in switched_off:
             stack.enter_context(switch(train))
@@ -198,12 +201,12 @@ def lightning_trainer(argv: list[str], settings: dict | None = None, switched_of
     return log
 
 
-def fabric_trainer(argv: list[str], switched_off=()) -> StepLog:
+def fabric_trainer(argv: list[str], switched_off=(), log: StepLog | None = None) -> StepLog:
     """fabric/train.py's main, with probes on its training step and validation."""
     from tests.conftest import load_train
 
     train = load_train("fabric")
-    log = StepLog()
+    log = StepLog() if log is None else log
 
     def training_step(original):
         def step(job, batch, batch_idx, num_batches):
@@ -268,3 +271,55 @@ def profiled_lightning(argv: list[str], steps: int, top: int = 14) -> list[tuple
     rows = [(action, 1000 * sum(durations) / steps) for action, durations in profiler.recorded_durations.items()
             if len(durations) >= steps - 1]
     return sorted(rows, key=lambda row: -row[1])[:top]
+
+
+class ProfiledSteps(StepLog):
+    """A StepLog that runs cProfile over the timed steps alone: from the first timed batch's arrival (after the
+    warm-up) to the last batch's arrival, the intervals StepLog.intervals() times."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.last, self.profile = steps, cProfile.Profile()
+
+    def step(self, batch: dict) -> None:
+        if len(self.times) == self.last - 1:
+            self.profile.disable()
+        super().step(batch)
+        if len(self.times) == WARMUP_STEPS + 1:
+            self.profile.enable()
+
+    def own_time_by_area(self) -> dict[str, float]:
+        """ms per timed step spent in each area's own Python code (a function's own time, without what it calls),
+        for the frameworks' and this repository's code; torch's Python code and C functions are left out (they
+        run in every trainer alike, the bare loop included)."""
+        steps = len(self.intervals())
+        areas: dict[str, float] = {}
+        for (filename, _, _), (_, _, own, _, _) in pstats.Stats(self.profile).stats.items():
+            area = code_area(filename)
+            if area is not None:
+                areas[area] = areas.get(area, 0.0) + 1000 * own / steps
+        return dict(sorted(areas.items(), key=lambda item: -item[1]))
+
+
+def code_area(filename: str) -> str | None:
+    """Where a function's code lives: pytorch_lightning/loops/optimization, pytorch_lightning/trainer/call.py, ...,
+    torchmetrics, tqdm, rich, or a file of this repository (vanilla/fit_loop.py, ...); None for torch, the
+    standard library and C functions."""
+    path = Path(filename)
+    for package in ("pytorch_lightning", "lightning_fabric"):
+        if package in path.parts:  # its directories, up to three deep; the file too if fewer than two
+            *directories, file = path.parts[path.parts.index(package) + 1:]
+            return "/".join((package, *directories[:3], *([file] if len(directories) < 2 else [])))
+    for package in ("torchmetrics", "tqdm", "rich"):
+        if package in path.parts:
+            return package
+    if path.is_absolute() and REPO in path.parents and ".venv" not in path.parts:
+        return str(path.relative_to(REPO))
+    return None
+
+
+def profiled_own_time(run: Callable[[StepLog], StepLog], steps: int) -> dict[str, float]:
+    """`run(log)` (a trainer runner given a ProfiledSteps as its log): each code area's own time per step."""
+    log = ProfiledSteps(steps)
+    run(log)
+    return log.own_time_by_area()

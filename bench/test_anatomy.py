@@ -11,13 +11,16 @@ The parts are chosen not to overlap, so that their costs, switched off one at a 
 switching them all off at once: Lightning's progress bar redraws the logged train_loss (prog_bar=True), computing
 the metric at every redraw, so the bar and the train_loss logging are one part (apart, that computation would be
 counted in both). Whether they add up is checked round by round: the sum of the parts minus all at once, its
-median over rounds against two standard errors of its rounds (the report states both).
+mean over rounds against the 95% confidence interval of that mean (the report states both).
 
 "Lightning, tuned" is lightning/train.py with the Trainer settings a user can change without giving up anything
 this job uses (bench/runners.py `tuned_settings`); they touch the progress bar alone, so its other parts are
 Lightning's as configured, from the same runs, and its bar is timed against the same variant without the bar.
-Lightning's own SimpleProfiler, in a run of its own, attributes the per-step time to hooks and actions as a
-cross-check (its numbers include the profiler's own cost).
+Two profilers attribute what switching off cannot reach, each in a run of its own: Lightning's SimpleProfiler,
+the per-step time of its hooks and actions; and cProfile over the timed steps of every trainer, the time spent in
+the frameworks' and this repository's own Python code, by package area (pytorch_lightning/loops/optimization:
+the automatic-optimization closure; pytorch_lightning/trainer/call.py: the hook calls; the logger connector:
+the result collection; ...). Both include their profiler's own cost: their split is what they tell.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from bench.runners import (
     lightning_trainer,
     patched,
     profiled_lightning,
+    profiled_own_time,
     tuned_settings,
     vanilla_trainer,
 )
@@ -50,6 +54,7 @@ ROUNDS = {"small": 2, "tiny": 6}
 NO_CLIPPING = ("--gradient-clip-val", "0")
 TUNED = "lightning (tuned)"
 TUNED_PART = "progress bar and train_loss logging"  # the one part the tuned settings change
+PROFILED = ("bare loop", "vanilla", "fabric", "lightning", TUNED)  # under cProfile, a run each
 
 
 @contextmanager
@@ -129,16 +134,16 @@ def variants() -> dict[str, Variant]:
     return found
 
 
-def run_variant(variant: Variant, args, argv: list[str], steps: int) -> StepLog:
+def run_variant(variant: Variant, args, argv: list[str], steps: int, log: StepLog | None = None) -> StepLog:
     if variant.trainer == "bare loop":
-        return bare_loop(args, steps)
+        return bare_loop(args, steps, log=log)
     argv = [*argv, *variant.argv]
     if variant.trainer == "vanilla":
-        return vanilla_trainer(argv, variant.switched_off)
+        return vanilla_trainer(argv, variant.switched_off, log)
     if variant.trainer == "fabric":
-        return fabric_trainer(argv, variant.switched_off)
+        return fabric_trainer(argv, variant.switched_off, log)
     settings = variant.settings() if callable(variant.settings) else variant.settings
-    return lightning_trainer(argv, settings, variant.switched_off)
+    return lightning_trainer(argv, settings, variant.switched_off, log)
 
 
 def groups(found: dict[str, Variant]) -> list[list[str]]:
@@ -163,12 +168,18 @@ def rotate_variants(group: list[str]) -> None:
         group[place] = name
 
 
+# Student's t, two-sided 95%, by degrees of freedom (rounds - 1): few rounds make a wide interval
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
 def adds_up(parts: list[list[float]], all_at_once: list[float]) -> dict:
-    """Per round, the parts' costs summed minus the cost of all at once: its median over rounds, and two standard
-    errors of its rounds (the noise it is held against)."""
+    """Per round, the parts' costs summed minus the cost of all at once: its mean over rounds and the half-width of
+    its 95% confidence interval (Student's t over the rounds): the noise it is held against."""
     discrepancy = [sum(values) - together for *values, together in zip(*parts, all_at_once, strict=True)]
-    noise = 2 * statistics.stdev(discrepancy) / math.sqrt(len(discrepancy)) if len(discrepancy) > 1 else math.inf
-    return {"ms": statistics.median(discrepancy), "lowest": min(discrepancy), "highest": max(discrepancy),
+    rounds = len(discrepancy)
+    noise = (T_95[min(rounds - 1, 10)] * statistics.stdev(discrepancy) / math.sqrt(rounds) if rounds > 1
+             else math.inf)  # beyond 10 degrees of freedom, the 10's value: a slightly wider interval
+    return {"ms": statistics.mean(discrepancy), "lowest": min(discrepancy), "highest": max(discrepancy),
             "noise": noise}
 
 
@@ -233,6 +244,8 @@ def test_anatomy(benchmark, bench_data, tmp_path, model_size):
     benchmark.group = f"anatomy: one round = {len(logs)} runs x {steps} steps, {model_size} model"
     benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)
     profile = profiled_lightning(argv, steps)
+    own_time = {name: profiled_own_time(lambda log, name=name: run_variant(found[name], args, argv, steps, log), steps)
+                for name in PROFILED}
     benchmark.extra_info.update(model_size=model_size, steps=steps, anatomy=summarise(logs), profile=profile,
-                                tuned_settings=TUNED_SETTINGS)
+                                own_time=own_time, tuned_settings=TUNED_SETTINGS)
     assert all(len(log.times) == steps for runs in logs.values() for log in runs)

@@ -73,7 +73,7 @@ def test_report_puts_ratios_first_and_names_the_commit(tmp_path):
 
 
 def test_the_anatomy_check_tells_parts_that_add_up_from_parts_counted_twice():
-    """bench/test_anatomy.py: per round, the parts summed minus all at once, against two standard errors."""
+    """bench/test_anatomy.py: per round, the parts summed minus all at once; its mean against its 95% interval."""
     from bench.test_anatomy import adds_up
 
     disjoint = adds_up([[1.0, 1.2, 0.9, 1.1], [2.0, 1.9, 2.2, 2.0]], [3.1, 3.0, 3.0, 3.2])
