@@ -198,8 +198,10 @@ def own_time_table(own_time: dict[str, dict[str, float]], top: int = 16) -> list
                    key=lambda area: -max(own_time[name].get(area, 0.0) for name in names))
     lines = ["", "cProfile over the timed steps, in a run of each trainer: ms per step in each code area's own Python "
              "(a function's own time, without the functions it calls; torch, the standard library and C functions "
-             "left out: they run alike in every trainer, the bare loop's too). The profiler's cost per call is "
-             "included, so code with many small calls looks heavier than it runs; the split is what it tells.", "",
+             "left out: they run alike in every trainer, the bare loop's too; but tensor arithmetic written as "
+             "operators, `a * b`, counts as the own time of the code that writes it: cProfile sees no call). The "
+             "profiler's cost per call is included, so code with many small calls looks heavier than it runs; the "
+             "split is what it tells.", "",
              "| code area | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for area in areas[:top]:
         lines.append(f"| `{area}` | " + " | ".join(f"{own_time[name][area]:.3f}" if area in own_time[name] else "-"

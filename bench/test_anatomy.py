@@ -50,7 +50,7 @@ from bench.runners import (
 from shared.cli import parse_args
 
 STEPS = {"small": 40, "tiny": 100}
-ROUNDS = {"small": 2, "tiny": 6}
+ROUNDS = {"small": 4, "tiny": 6}
 NO_CLIPPING = ("--gradient-clip-val", "0")
 TUNED = "lightning (tuned)"
 TUNED_PART = "progress bar and train_loss logging"  # the one part the tuned settings change
