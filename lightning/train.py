@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
                 output_dir, checkpoint, args.checkpoint_every_n_steps, resuming=guard.ckpt_path is not None)],
             logger=[CSVLogger(output_dir, name="", version=""),
                     TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)],
-            plugins=guard.plugins, enable_model_summary=False)
+            plugins=guard.plugins, enable_model_summary=False,
+            default_root_dir=output_dir)  # where the Tuner keeps its temporary checkpoint: the run's, not the cwd
         if trainer.is_global_zero:
             print(start_line(data, module.model, f"{type(trainer.strategy).__name__} on {trainer.num_devices} "
                              f"{type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()} device(s)"))
