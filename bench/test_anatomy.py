@@ -218,9 +218,6 @@ def summarise(logs: dict[str, list[StepLog]]) -> dict:
                      "remaining": result["lightning"]["remaining"],
                      "adds up": adds_up(list(costs.values()), all_at_once), "own part": TUNED_PART}
     result["tuned saves"] = difference(within_rounds("lightning", TUNED))
-    result["tuned vs vanilla"] = statistics.median(per_round[TUNED][r] / per_round["vanilla"][r] for r in rounds)
-    result["configured vs vanilla"] = statistics.median(per_round["lightning"][r] / per_round["vanilla"][r]
-                                                        for r in rounds)
     return result
 
 
