@@ -2,9 +2,9 @@
 small and a bart-base-sized BART) and batch sizes, with the bare loop as the floor.
 
 At each point the bare loop, the hand-written trainer, the Fabric trainer, Lightning as configured and Lightning
-tuned run interleaved, as in test_overhead.py. A trainer's overhead share is (its ms per step - the bare loop's) /
-its ms per step. A cost that is fixed per step falls in share as steps get longer: the report estimates that fixed
-cost and the step time below which it is more than 1%.
+tuned run interleaved, as in test_overhead.py. A trainer's overhead is the median over rounds of (its ms per step -
+the bare loop's), and its share that overhead / its median ms per step. A cost that is fixed per step falls in share
+as steps get longer: the report estimates that fixed cost and the step time below which it is more than 1%.
 """
 
 from __future__ import annotations
@@ -25,6 +25,20 @@ if CUDA:  # a GPU's steps are shorter: the same points with the batch sizes of a
 VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (as configured)", "lightning (tuned)")
 
 
+def curve_point(per_round: dict[str, list[float]]) -> dict:
+    """From each variant's ms per step in each round: the bare loop's median, and per trainer its median, its
+    overhead (the median over rounds of its difference from the bare loop within a round) and that overhead's share
+    of its median step (one quotient of the two medians shown, so that share and overhead agree in sign)."""
+    floor = per_round["bare loop"]
+    point = {"bare_ms": statistics.median(floor)}
+    for variant, times in per_round.items():
+        if variant != "bare loop":
+            ms = statistics.median(times)
+            overhead = statistics.median(t - f for t, f in zip(times, floor, strict=True))
+            point[variant] = {"ms": ms, "overhead_ms": overhead, "share": overhead / ms}
+    return point
+
+
 @pytest.mark.parametrize("model_size, batch_size, steps, rounds", POINTS,
                          ids=[f"{size}-batch{batch}" for size, batch, _, _ in POINTS])
 def test_overhead_curve(benchmark, bench_data, tmp_path, model_size, batch_size, steps, rounds):
@@ -40,11 +54,6 @@ def test_overhead_curve(benchmark, bench_data, tmp_path, model_size, batch_size,
     benchmark.group = f"overhead curve: {model_size} model, batch {batch_size}"
     benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
     per_round = {v: [1000 * statistics.median(log.intervals()) for log in logs[v]] for v in VARIANTS}
-    floor = per_round["bare loop"]
-    point = {"bare_ms": statistics.median(floor)}
-    for variant in VARIANTS[1:]:
-        extra = [per_round[variant][r] - floor[r] for r in range(rounds)]
-        point[variant] = {"ms": statistics.median(per_round[variant]), "overhead_ms": statistics.median(extra),
-                          "share": statistics.median(extra[r] / per_round[variant][r] for r in range(rounds))}
-    benchmark.extra_info.update(model_size=model_size, batch_size=batch_size, steps=steps, point=point)
+    benchmark.extra_info.update(model_size=model_size, batch_size=batch_size, steps=steps,
+                                point=curve_point(per_round))
     assert all(len(log.times) == steps for variant_logs in logs.values() for log in variant_logs)
