@@ -175,7 +175,8 @@ def anatomy_section(benchmarks) -> list[str]:
                   "off at once; its mean over rounds (lowest to highest round) against the half-width of its 95% "
                   f"confidence interval (Student's t, {bench['stats']['rounds']} rounds): " + "; ".join(checks)
                   + ". (Lightning tuned's check is Lightning's: its own run cancels from the sum and from all at "
-                  "once.) A part whose range crosses zero is below this machine's noise.",
+                  "once.) The check is only as sharp as its noise: a cost counted in two parts shows only if it is "
+                  "larger. A part whose range crosses zero is below this machine's noise.",
                   "", f"Lightning tuned ({bench['extra_info']['tuned_settings']}) saves "
                   f"{spread(anatomy['tuned saves'])} ms per step in these rounds (the per-step section above gives "
                   f"its ratio to the hand-written trainer). What no setting removes is Lightning's loop itself: "
