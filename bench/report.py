@@ -73,14 +73,40 @@ def overhead_section(benchmarks) -> tuple[list[str], dict]:
             spread = f"{min(by_round):.3f} to {max(by_round):.3f}" if by_round else "-"
             lines.append(f"| {variant} | {ms:.2f} | {fmt_ratio(info['ratio_to_bare_loop'])} | "
                          f"{fmt_ratio(info['ratio_to_vanilla'])} | {spread} | {ms - floor:+.2f} ms |")
+        lines.append("\nms per step pools the timed steps of every round; a ratio is the median of the rounds' "
+                     "ratios, which cancels the drift between rounds. Where two variants differ by less than the "
+                     "noise, the two can disagree in order.")
         if size == "small":
-            checks = {"vanilla vs bare loop": rows["vanilla"]["ratio_to_bare_loop"] - 1,
-                      "lightning (as configured) vs vanilla": rows["lightning (as configured)"]["ratio_to_vanilla"] - 1}
+            checks = {"vanilla vs bare loop": target_check(rows["vanilla"], "ratio_to_bare_loop"),
+                      "lightning (as configured) vs vanilla": target_check(rows["lightning (as configured)"])}
             if "lightning (tuned)" in rows:
-                checks["lightning (tuned) vs vanilla"] = rows["lightning (tuned)"]["ratio_to_vanilla"] - 1
+                checks["lightning (tuned) vs vanilla"] = target_check(rows["lightning (tuned)"])
         elif "lightning (tuned)" in rows:  # the tuned goal is set for the tiny model too
-            checks["lightning (tuned) vs vanilla, tiny model"] = rows["lightning (tuned)"]["ratio_to_vanilla"] - 1
+            checks["lightning (tuned) vs vanilla, tiny model"] = target_check(rows["lightning (tuned)"])
     return lines, checks
+
+
+def target_check(row: dict, ratio: str = "ratio_to_vanilla") -> dict:
+    """A target's measured excess (ratio - 1) and, against vanilla, each round's."""
+    by_round = row.get(f"{ratio}_by_round")
+    return {"excess": row[ratio] - 1, "rounds": [r - 1 for r in by_round] if by_round else None}
+
+
+def verdict(name: str, check: dict) -> str:
+    """`met` or `NOT met`, and whether the rounds fall on both sides of the target (then the verdict is the
+    median's, and a run with other noise could turn it)."""
+    target, rounds = TARGETS[name], check["rounds"]
+    met = abs(check["excess"]) <= target
+    text = "met" if met else "NOT met"
+    if rounds and min(abs(r) for r in rounds) <= target < max(abs(r) for r in rounds):
+        text += (f", but its rounds fall on both sides of it, {1 + min(rounds):.3f}x to {1 + max(rounds):.3f}x: "
+                 "within this machine's noise")
+    return text
+
+
+def goal_unsettled(name: str, check: dict) -> bool:
+    """Missed, or met by a median whose rounds straddle the target."""
+    return verdict(name, check) != "met"
 
 
 TRAINER_VARIANTS = {"vanilla": "vanilla", "fabric": "fabric", "lightning": "lightning (as configured)"}
@@ -221,7 +247,8 @@ def curve_points(benchmarks) -> list[dict]:
 
 
 def fixed_costs(points: list[dict]) -> dict[str, float]:
-    """Per trainer, the overhead in ms per step that does not grow with the step: the median over the points."""
+    """Per trainer, the median of its overheads over the points: the fixed cost per step it would be, were it
+    fixed (the points show whether it is)."""
     import statistics
 
     return {t: statistics.median(p["point"][t]["overhead_ms"] for p in points) for t in CURVE_TRAINERS}
@@ -271,7 +298,7 @@ def curve_chart(benchmarks, path: Path) -> Path | None:
     axes.set_xscale("log")
     axes.set_xlabel("bare loop, ms per training step (model / batch size)")
     axes.set_ylabel("overhead, % of the trainer's step time")
-    axes.set_title("A fixed cost per step: its share falls as steps get longer")
+    axes.set_title("Overhead share against step time (a fixed cost's share would fall)")
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -291,8 +318,8 @@ def per_step_cost(document: dict, model_size: str) -> dict[str, str]:
         if trainer != "vanilla" and variant in rows:
             by_round = rows[variant].get("ratio_to_vanilla_by_round")
             spread = f"; rounds {min(by_round):.3f} to {max(by_round):.3f}" if by_round else ""
-            cost[trainer] = (f"{fmt_ratio(rows[variant]['ratio_to_vanilla'])} vanilla "
-                             f"({rows[variant]['ms_per_step'] - vanilla['ms_per_step']:+.2f} ms{spread})")
+            ratio = rows[variant]["ratio_to_vanilla"]  # its ms: that ratio's excess over vanilla's step
+            cost[trainer] = f"{fmt_ratio(ratio)} vanilla ({(ratio - 1) * vanilla['ms_per_step']:+.2f} ms{spread})"
     return cost
 
 
@@ -305,18 +332,18 @@ def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
     overhead, checks = overhead_section(benchmarks)
     if checks:
         lines.append("Targets (the default model unless named): " + "; ".join(
-            f"{name} {value:+.1%} (target within {TARGETS[name]:.0%}: "
-            f"{'met' if abs(value) <= TARGETS[name] else 'NOT met'})"
-            for name, value in checks.items()) + ".")
+            f"{name} {check['excess']:+.1%} (target within {TARGETS[name]:.0%}: {verdict(name, check)})"
+            for name, check in checks.items()) + ".")
     tuned_checks = {"small": "lightning (tuned) vs vanilla", "tiny": "lightning (tuned) vs vanilla, tiny model"}
-    missed = [size for size, name in tuned_checks.items() if name in checks and abs(checks[name]) > TARGETS[name]]
+    missed = [size for size, name in tuned_checks.items() if name in checks and goal_unsettled(name, checks[name])]
     remaining = {size: bench["extra_info"]["anatomy"]["lightning"]["remaining"]
                  for size in missed if (bench := pick(benchmarks, "test_anatomy", model_size=size))}
     if remaining:
-        lines.append("\nWhere Lightning tuned misses the goal, what remains is the Trainer's loop itself (hook calls, "
-                     "the optimizer closure, the precision and strategy plugins, the result collection), which no "
-                     "setting switches off: " + "; ".join(f"{spread(entry)} ms per step on the "
-                                                        f"{MODEL_LABELS[size]}" for size, entry in remaining.items())
+        lines.append("\nWhere Lightning tuned misses the goal or meets it within the noise, what remains is the "
+                     "Trainer's loop itself (hook calls, the optimizer closure, the precision and strategy plugins, "
+                     "the result collection), which no setting switches off: "
+                     + "; ".join(f"{spread(entry)} ms per step on the {MODEL_LABELS[size]}"
+                                 for size, entry in remaining.items())
                      + " over the bare loop with every switchable part off (below).")
     if overhead:
         lines.append("\nThe machine is shared and its speed drifts: a ratio's lowest and highest round show how far "

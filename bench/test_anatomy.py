@@ -51,9 +51,10 @@ from shared.cli import parse_args
 
 STEPS = {"small": 40, "tiny": 100}
 # The default model's runs differ from one another by several ms on this machine, and the add-up check sums the
-# noise of every part's runs: in a pilot of 16 rounds of Lightning's runs alone, its per-round discrepancy had a
-# standard deviation of about 5 ms (a mean of -0.5 ms). Four rounds were too few to tell that noise from an
-# interaction between parts.
+# noise of every part's runs: in a pilot of 16 rounds of Lightning's runs alone (not kept), its per-round
+# discrepancy had a mean of -0.5 ms and a standard deviation of 5.5 ms (95% interval -3.4 to +2.4 ms), where a
+# 4-round bench had found +3.0 +- 2.1 ms. Ten rounds make the check's noise near 4 ms: it cannot see an
+# overlap between parts smaller than that.
 ROUNDS = {"small": 10, "tiny": 6}
 NO_CLIPPING = ("--gradient-clip-val", "0")
 TUNED = "lightning (tuned)"

@@ -93,3 +93,14 @@ def test_a_curve_point_gives_its_overhead_share_the_sign_of_its_overhead():
     vanilla = point["vanilla"]
     assert (vanilla["ms"], vanilla["overhead_ms"]) == (505.0, 0.5)  # the rounds' differences: +2 and -1
     assert vanilla["share"] == 0.5 / 505.0  # a median of the rounds' shares (+0.2% and -10%) would be negative
+
+
+def test_a_goal_met_by_the_median_alone_is_reported_as_within_the_noise():
+    """bench/report.py: a target's verdict says so when the rounds fall on both sides of it."""
+    name = "lightning (tuned) vs vanilla"
+    assert report.verdict(name, {"excess": 0.03, "rounds": [0.01, 0.03, 0.04]}) == "met"
+    straddling = report.verdict(name, {"excess": 0.03, "rounds": [-0.01, 0.03, 0.11]})
+    assert straddling == "met, but its rounds fall on both sides of it, 0.990x to 1.110x: within this machine's noise"
+    assert report.goal_unsettled(name, {"excess": 0.03, "rounds": [-0.01, 0.03, 0.11]})
+    assert report.verdict(name, {"excess": 0.19, "rounds": [0.12, 0.19, 0.28]}) == "NOT met"
+    assert report.verdict("vanilla vs bare loop", {"excess": 0.02, "rounds": None}) == "met"
