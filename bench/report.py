@@ -270,7 +270,10 @@ def curve_section(benchmarks) -> list[str]:
               "estimate it, and it would be more than 1% of any step shorter than 100 times that: "
               + "; ".join(f"{t} {cost:.2f} ms, steps under {100 * cost:,.0f} ms" for t, cost in costs.items())
               + ". Whether it is fixed, the points must show: their spread on this machine is large, and the "
-              "base model's point has few timed steps."]
+              "base model's point has few timed steps. Not all of a trainer's overhead over the bare loop is the "
+              "framework's: the bare loop clips no gradients and steps no schedule, and clipping's cost grows with "
+              "the parameter count (timed alone above on the default model), so at the base model it is a large "
+              "part of every trainer's overhead, the hand-written one's too."]
     return lines
 
 

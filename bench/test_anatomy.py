@@ -53,8 +53,8 @@ STEPS = {"small": 40, "tiny": 100}
 # The default model's runs differ from one another by several ms on this machine, and the add-up check sums the
 # noise of every part's runs: in a pilot of 16 rounds of Lightning's runs alone (not kept), its per-round
 # discrepancy had a mean of -0.5 ms and a standard deviation of 5.5 ms (95% interval -3.4 to +2.4 ms), where a
-# 4-round bench had found +3.0 +- 2.1 ms. Ten rounds make the check's noise near 4 ms: it cannot see an
-# overlap between parts smaller than that.
+# 4-round bench had found +3.0 +- 2.1 ms. Ten rounds make the check's noise near 4 ms at that spread (the machine's
+# own noise varies: 4 to 10 ms in the two 10-round runs since): it cannot see an overlap between parts smaller.
 ROUNDS = {"small": 10, "tiny": 6}
 NO_CLIPPING = ("--gradient-clip-val", "0")
 TUNED = "lightning (tuned)"
