@@ -4,7 +4,8 @@ small and a bart-base-sized BART) and batch sizes, with the bare loop as the flo
 At each point the bare loop, the hand-written trainer, the Fabric trainer, Lightning as configured and Lightning
 tuned run interleaved, as in test_overhead.py. A trainer's overhead is the median over rounds of (its ms per step -
 the bare loop's), and its share that overhead / its median ms per step. A cost that is fixed per step falls in share
-as steps get longer: the report estimates that fixed cost and the step time below which it is more than 1%.
+as steps get longer: the report gives what that cost would be, were it fixed, and the step time below which it would
+be more than 1%.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bench.runners import bare_loop, fabric_trainer, interleaved, lightning_trai
 from shared.cli import parse_args
 
 # (model size, batch size, steps, rounds): two batch sizes for the tiny and the default model; the base model's
-# steps take a second or more on a CPU (and its checkpoints over a gigabyte), so it gets one batch size and fewer
+# steps take most of a second on a CPU (and its checkpoints over a gigabyte), so it gets one batch size and fewer
 # steps (16, of which 12 are timed)
 POINTS = [("tiny", 8, 40, 3), ("tiny", 32, 40, 3), ("small", 8, 30, 3), ("small", 32, 30, 3), ("base", 4, 16, 3)]
 if CUDA:  # a GPU's steps are shorter: the same points with the batch sizes of a GPU run

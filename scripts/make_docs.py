@@ -176,7 +176,9 @@ def headline() -> str:
                      f"{max(shares):.0%} of the step, against {min(by_hand):+.1f} to {max(by_hand):+.1f} ms for the "
                      f"hand-written trainer (the bare loop clips no gradients, and clipping grows with the "
                      f"parameters); were it a fixed cost per step, their median, {median:.1f} ms, would be under 1% "
-                     f"of steps longer than {100 * median:,.0f} ms, which this run's noise does not settle.")
+                     f"of steps longer than {100 * median:,.0f} ms, "
+                     + ("but here it grows with the step." if overheads[-1] > 2 * median  # at the longest step
+                        else "which this run's noise does not settle."))
     rows = ["| rung | takes off your hands (lines of vanilla/ it removes) | leaves to you | lines | "
             "per step, default model | per step, tiny model |", "|---|---|---|---:|---:|---:|"]
     for side, rung in RUNGS.items():
