@@ -42,7 +42,10 @@ def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
 
             discard_if_unused()
             message = " ".join(str(error).split())  # one line, whatever the message held
-            print(f"error: {message}", file=sys.stderr)
+            # one write with its newline: the ranks under torchrun share this stderr, and print's two writes
+            # (the text, then the newline) let two ranks' lines run into one
+            sys.stderr.write(f"error: {message}\n")
+            sys.stderr.flush()
             leave_process_group(2)
             sys.exit(2)
         except Interrupted as stop:

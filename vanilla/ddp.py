@@ -90,7 +90,8 @@ class RankObserver(threading.Thread):
             if child.poll() is None:
                 child.kill()
         how = f"was ended by {_signal_name(-status)}" if status < 0 else f"exited with status {status}"
-        print(f"error: DDP rank {rank} {how}; the other ranks were stopped", file=sys.stderr, flush=True)
+        sys.stderr.write(f"error: DDP rank {rank} {how}; the other ranks were stopped\n")  # one write: one line
+        sys.stderr.flush()
         discard_if_unused()
         exit_now(128 - status if status < 0 else status)
 
