@@ -77,9 +77,9 @@ def overhead_section(benchmarks) -> tuple[list[str], dict]:
                      "ratios, which cancels the drift between rounds. Where two variants differ by less than the "
                      "noise, the two can disagree in order.")
         if size == "small":
-            bare_by_round = rows["bare loop"].get("ratio_to_vanilla_by_round")  # bare / vanilla, each round
-            checks = {"vanilla vs bare loop": {"excess": rows["vanilla"]["ratio_to_bare_loop"] - 1, "rounds":
-                                               [1 / r - 1 for r in bare_by_round] if bare_by_round else None},
+            bare_by_round = rows["bare loop"].get("ratio_to_vanilla_by_round") or []  # bare / vanilla, per round
+            checks = {"vanilla vs bare loop": target_check(rows["vanilla"]["ratio_to_bare_loop"],
+                                                           [1 / r for r in bare_by_round]),
                       "lightning (as configured) vs vanilla": target_check(rows["lightning (as configured)"])}
             if "lightning (tuned)" in rows:
                 checks["lightning (tuned) vs vanilla"] = target_check(rows["lightning (tuned)"])
@@ -88,10 +88,12 @@ def overhead_section(benchmarks) -> tuple[list[str], dict]:
     return lines, checks
 
 
-def target_check(row: dict) -> dict:
-    """A target against vanilla: the measured excess (the median ratio - 1) and each round's."""
-    by_round = row.get("ratio_to_vanilla_by_round")
-    return {"excess": row["ratio_to_vanilla"] - 1, "rounds": [r - 1 for r in by_round] if by_round else None}
+def target_check(row: dict | float, by_round: list[float] | None = None) -> dict:
+    """A target's measured excess (the median ratio - 1) and each round's: from a per-step row against vanilla, or
+    from a ratio and its rounds."""
+    if isinstance(row, dict):
+        row, by_round = row["ratio_to_vanilla"], row.get("ratio_to_vanilla_by_round")
+    return {"excess": row - 1, "rounds": [r - 1 for r in by_round] if by_round else None}
 
 
 def rounds_within(name: str, check: dict) -> tuple[int, int]:

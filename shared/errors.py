@@ -26,6 +26,13 @@ class Interrupted(Exception):
                          f"continue with --resume last")
 
 
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr in one write, newline included: the ranks under torchrun share this stderr, and
+    print's two writes (the text, then the newline) let two ranks' lines run into one."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
 def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
     """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback (and a
     version directory the run made but never wrote to is removed); an interruption prints how to go on and exits
@@ -42,10 +49,7 @@ def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
 
             discard_if_unused()
             message = " ".join(str(error).split())  # one line, whatever the message held
-            # one write with its newline: the ranks under torchrun share this stderr, and print's two writes
-            # (the text, then the newline) let two ranks' lines run into one
-            sys.stderr.write(f"error: {message}\n")
-            sys.stderr.flush()
+            print_error(message)
             leave_process_group(2)
             sys.exit(2)
         except Interrupted as stop:

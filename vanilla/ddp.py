@@ -27,7 +27,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from shared.errors import Interrupted
+from shared.errors import Interrupted, print_error
 from shared.process_tree import exit_now, interrupted_exit_status
 from vanilla.cluster_environment import started_externally
 
@@ -90,8 +90,7 @@ class RankObserver(threading.Thread):
             if child.poll() is None:
                 child.kill()
         how = f"was ended by {_signal_name(-status)}" if status < 0 else f"exited with status {status}"
-        sys.stderr.write(f"error: DDP rank {rank} {how}; the other ranks were stopped\n")  # one write: one line
-        sys.stderr.flush()
+        print_error(f"DDP rank {rank} {how}; the other ranks were stopped")
         discard_if_unused()
         exit_now(128 - status if status < 0 else status)
 
