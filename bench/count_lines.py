@@ -143,7 +143,7 @@ SHARED: dict[str, tuple[str | None, dict[str, str]]] = {
 # shared/ helpers the two framework trainers need and their frameworks lack (vanilla does the same by hand in its
 # own modules): counted on the Fabric and Trainer sides.
 FRAMEWORK_SHARED: dict[str, tuple[str | None, dict[str, str]]] = {
-    "shared/launcher_checks.py": (DDP, {}),
+    "shared/launcher.py": (None, {"check_launcher": DDP}),
 }
 
 

@@ -1,5 +1,5 @@
 """Where a trainer's per-step time goes beyond the floor: the per-step features the bare loop does not have,
-each timed alone on the default model with its gradients present (gradient clipping as both trainers call it,
+each timed alone on the default model with its gradients present (gradient clipping as the trainers call it,
 the warm-up scheduler's step, the hand-written progress bar's update)."""
 
 from __future__ import annotations

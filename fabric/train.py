@@ -39,12 +39,14 @@ from torch.utils.data import DataLoader, Subset
 from transformers import get_constant_schedule_with_warmup
 
 from shared.checkpoint_file import PREFIX, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, check_devices, parse_args, precision_for, runs_ddp
+from shared.cli import parse_args
 from shared.data import PadCollator
 from shared.decoding import generate_questions
-from shared.errors import Interrupted, UserError, exit_on_user_error, no_training_batches_error, out_of_memory_error
+from shared.devices import check_data_parallel, check_devices, precision_for, runs_ddp
+from shared.entry_point import exit_on_user_error
+from shared.errors import Interrupted, UserError, no_training_batches_error, out_of_memory_error
 from shared.export import export_pretrained
-from shared.launcher_checks import check_launcher
+from shared.launcher import check_launcher
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
 from shared.predictions import in_test_order, share_of_test_set, write_test_report

@@ -24,9 +24,9 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.memory import is_oom_error
 
 from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
-from shared.cli import check_data_parallel, check_devices, precision_for, runs_ddp
+from shared.devices import check_data_parallel, check_devices, precision_for, runs_ddp
 from shared.errors import UserError, no_training_batches_error, out_of_memory_error
-from shared.launcher_checks import check_launcher
+from shared.launcher import check_launcher
 from shared.process_tree import end_with_rank_zero
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
 

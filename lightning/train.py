@@ -35,7 +35,7 @@ from transformers import get_constant_schedule_with_warmup
 from shared.cli import parse_args
 from shared.data import PadCollator
 from shared.decoding import generate_questions
-from shared.errors import exit_on_user_error
+from shared.entry_point import exit_on_user_error
 from shared.export import export_pretrained
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data

@@ -8,7 +8,8 @@ import argparse
 import torch
 
 from shared.decoding import generate_questions
-from shared.errors import UserError, exit_on_user_error
+from shared.entry_point import exit_on_user_error
+from shared.errors import UserError
 from shared.squad import QGExample
 
 

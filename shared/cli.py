@@ -1,14 +1,13 @@
-"""The command line both trainers share: `python vanilla/train.py --help` and `python lightning/train.py --help`
-print the same options, and a command line means the same run in either."""
+"""The command line every trainer shares: `python vanilla/train.py --help`, `python fabric/train.py --help` and
+`python lightning/train.py --help` print the same options, and a command line means the same run in each. This
+module parses it and refuses contradictory flags; what the flags mean for devices and launchers is
+`shared/devices.py` and `shared/launcher.py`."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
 
 from shared.errors import UserError
 from shared.model import MODEL_SIZES
@@ -151,61 +150,6 @@ def build_parser(prog: str, trainer: str) -> argparse.ArgumentParser:
                           help="search the largest batch size that fits in memory before training "
                                "(Lightning's scale_batch_size algorithm)")
     return parser
-
-
-def precision_for(precision: str, cuda: bool) -> str:
-    """16-mixed (float16 with a GradScaler) is a CUDA feature: on the CPU every trainer runs bf16-mixed instead, as
-    Lightning does, and says so in one line (Lightning's own warning spans several)."""
-    if precision == "16-mixed" and not cuda:
-        print("notice: --precision 16-mixed needs CUDA; using bf16-mixed on the CPU, as Lightning does")
-        return "bf16-mixed"
-    return precision
-
-
-def check_data_parallel(cuda: bool) -> None:
-    """`--strategy dp` (the seed's `accelerator='dp'`) means torch.nn.DataParallel over CUDA GPUs, in every trainer."""
-    if not cuda:
-        raise UserError("--strategy dp: torch.nn.DataParallel replicates the model over CUDA GPUs, and none is in use "
-                        "(use --strategy ddp for several CPU processes)")
-
-
-def check_devices(devices: int, cuda: bool) -> None:
-    """`--devices -1` means every CUDA GPU, as in Lightning, whose CPU accelerator refuses it: the same in every
-    trainer."""
-    if devices == -1 and not cuda:
-        raise UserError("--devices -1: means every CUDA GPU, and none is in use; on the CPU give a number of "
-                        "processes (--devices 2 --strategy ddp)")
-
-
-def processes_per_node(args, cuda: bool) -> int:
-    """How many processes each node runs: one for DataParallel, else one per device (-1: every visible GPU)."""
-    if args.strategy == "dp":
-        return 1
-    return (torch.cuda.device_count() if cuda else 1) if args.devices == -1 else args.devices
-
-
-def runs_ddp(args, cuda: bool = False) -> bool:
-    """The run is DDP: asked for, or Lightning's "auto" choice for more than one device or node."""
-    return args.strategy == "ddp" or (args.strategy == "auto"
-                                      and (processes_per_node(args, cuda) > 1 or args.num_nodes > 1))
-
-
-def check_launcher_world(num_nodes: int, devices: int, world_size: int) -> None:
-    """A launcher (torchrun, srun) must have started --num-nodes x --devices processes, --devices on each node."""
-    per_node = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")
-    per_node = int(per_node.split("(")[0]) if per_node else None  # srun may write "2(x3)": 2 on each of 3 nodes
-    if world_size != num_nodes * devices or per_node not in (None, devices):
-        on_each = f", {per_node} on each node" if per_node is not None else ""
-        raise UserError(f"--num-nodes {num_nodes} x --devices {devices} = {num_nodes * devices} processes, but the "
-                        f"launcher started {world_size}{on_each}; give the numbers the launcher was given")
-
-
-def check_num_nodes(num_nodes: int, started_by_launcher: bool) -> None:
-    """A trainer starts the processes of its own machine only: the ranks of several machines come from a launcher
-    run on each (Lightning's third way, NODE_RANK set by hand on every node, is not used here)."""
-    if num_nodes > 1 and not started_by_launcher:
-        raise UserError(f"--num-nodes {num_nodes}: start the processes of every node with torchrun or srun "
-                        f"(docs/multi-node.md); a trainer alone starts those of its own machine only")
 
 
 def parse_args(prog: str, trainer: str, argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,11 +1,10 @@
-"""One-line errors for the user, and the wrapper that turns them (and an interrupted run) into an exit status
-instead of a traceback."""
+"""The errors a run reports to its user in one line (`shared/entry_point.py` turns them into an exit status), and
+the interruption that ends a run with a resumable checkpoint."""
 
 from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable
 
 
 class UserError(Exception):
@@ -31,37 +30,6 @@ def print_error(message: str) -> None:
     print's two writes (the text, then the newline) let two ranks' lines run into one."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
-
-
-def exit_on_user_error(main: Callable[[], object]) -> Callable[[], None]:
-    """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback (and a
-    version directory the run made but never wrote to is removed); an interruption prints how to go on and exits
-    128 + signal number (130 for Ctrl-C, 143 for SIGTERM; 0 in the ranks rank 0 started, `shared.process_tree`).
-    A DDP process ends its process group on the way out, whichever way it leaves."""
-
-    def wrapped() -> None:
-        from shared.process_tree import interrupted_exit_status, leave_process_group
-
-        try:
-            main()
-        except UserError as error:
-            from shared.run_dir import discard_if_unused  # here, not at the top: run_dir needs this module
-
-            discard_if_unused()
-            message = " ".join(str(error).split())  # one line, whatever the message held
-            print_error(message)
-            leave_process_group(2)
-            sys.exit(2)
-        except Interrupted as stop:
-            if stop.announce:
-                print(stop, flush=True)
-            leave_process_group(interrupted_exit_status(stop.signum))
-            sys.exit(interrupted_exit_status(stop.signum))
-        leave_process_group(0)
-
-    wrapped.__name__ = getattr(main, "__name__", "main")
-    wrapped.__doc__ = main.__doc__
-    return wrapped
 
 
 def out_of_memory_error(batch_size: int) -> UserError:

@@ -1,4 +1,4 @@
-"""The steps both trainers take before training, in one order: data files, tokenizer, datasets, model.
+"""The steps every trainer takes before training, in one order: data files, tokenizer, datasets, model.
 
 None of the data steps draws from torch's generator, so a trainer may seed before or after them; the model's
 random initialisation must come after seeding.

@@ -20,10 +20,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from shared.errors import UserError
+from shared.launcher import launcher, launcher_world_size
 
 _HELD: dict[Path, object] = {}  # output directories this process holds the lock of, for its whole life
 
-# Everything a run writes, for both trainers (the same artifact tree).
+# Everything a run writes, in every trainer (the same artifact tree).
 ARTIFACTS = ("checkpoints", "metrics.csv", "hparams.yaml", "tensorboard", "predictions.jsonl",
              "test_metrics.json", "export", "tokenizer", "data", ".metrics.csv.before-resume")
 
@@ -142,7 +143,7 @@ def choose_run_directory(args, trainer: str, rank: int, say=print) -> Path:
         _new.append(chosen)
         say(f"run directory: {chosen}")
     os.environ[CHOSEN_ENV] = f"{os.getpid()}:{chosen}"
-    if _launcher() is not None and _launcher_world_size() > 1:
+    if launcher() is not None and launcher_world_size() > 1:
         _launcher_store(rank, _store_timeout(args)).set(_store_key(), str(chosen))
     return chosen
 
@@ -154,20 +155,6 @@ def discard_if_unused() -> None:
                                                                         "checkpoints")):
             shutil.rmtree(path, ignore_errors=True)
     _new.clear()
-
-
-def _launcher() -> str | None:
-    """Which launcher started every rank: "torchrun", "srun" (SLURM's tasks, not an interactive allocation), or
-    None (the trainer started the other ranks itself)."""
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        return "torchrun"
-    if "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        return "srun"
-    return None
-
-
-def _launcher_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
 
 
 def _store_timeout(args) -> timedelta:
@@ -193,13 +180,13 @@ def _launcher_store(rank: int, timeout: timedelta):
         if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
             _store = TCPStore(host, port, is_master=False, timeout=timeout)
         else:
-            _store = TCPStore(host, port, _launcher_world_size(), is_master=rank == 0, timeout=timeout,
+            _store = TCPStore(host, port, launcher_world_size(), is_master=rank == 0, timeout=timeout,
                               wait_for_workers=False, multi_tenant=True)
     return _store
 
 
 def _rank_zero_choice(root: Path, rank: int, timeout: timedelta) -> Path:
-    if _launcher() is not None:  # torchrun or srun started every rank: rank 0 shares its choice in the store
+    if launcher() is not None:  # torchrun or srun started every rank: rank 0 shares its choice in the store
         try:
             return Path(_launcher_store(rank, timeout).get(_store_key()).decode())
         except RuntimeError as error:

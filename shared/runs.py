@@ -25,7 +25,8 @@ import yaml
 
 from shared.checkpoint_file import written_by
 from shared.cli import build_parser
-from shared.errors import UserError, exit_on_user_error
+from shared.entry_point import exit_on_user_error
+from shared.errors import UserError
 from shared.run_dir import VERSION
 
 SETTINGS = {action.dest for action in build_parser("", "")._actions} - {"help"}  # what hparams.yaml records

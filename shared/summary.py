@@ -1,4 +1,4 @@
-"""What a run prints about itself at the start and at the end: the same lines from both trainers."""
+"""What a run prints about itself at the start and at the end: the same lines from every trainer."""
 
 from __future__ import annotations
 

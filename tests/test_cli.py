@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared.errors import exit_on_user_error
+from shared.entry_point import exit_on_user_error
 from tests.conftest import REPO, qa, squad_doc, tiny_args, write_json
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from shared.cli import check_data_parallel, check_devices
+from shared.devices import check_data_parallel, check_devices
 from shared.errors import UserError
 
 

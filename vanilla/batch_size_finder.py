@@ -1,6 +1,6 @@
 """Batch-size search (Lightning: `Tuner.scale_batch_size` / `callbacks.BatchSizeFinder`).
 
-The same algorithm as Lightning 2.6, quirks included, so both trainers try the same sizes:
+The same algorithm as Lightning 2.6, quirks included, so every trainer tries the same sizes:
 - the search starts by setting the batch size to `init_val`, but the data loader is only rebuilt after the
   first trial, so the first trial runs at the batch size the run was started with;
 - power: double after each success; on out-of-memory halve and stop if any trial had succeeded;

@@ -1,6 +1,6 @@
 """What goes into a checkpoint and how a run is restored from one (Lightning: `_CheckpointConnector`).
 
-One dict, shaped like Lightning's so that either trainer can read the other's weights: `state_dict` (keys
+One dict, shaped like Lightning's so that every trainer can read another's weights: `state_dict` (keys
 prefixed `model.`, as a LightningModule holding `self.model` writes them), `optimizer_states`, `lr_schedulers`,
 `callbacks`, `epoch`, `global_step`, `hyper_parameters`, `pytorch-lightning_version`. On top of what Lightning
 saves, the exact-resume part: the loop's own state (its position in the epoch, partial epoch sums, the train

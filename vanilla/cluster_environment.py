@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import re
 
-from shared.cli import check_launcher_world
 from shared.errors import UserError
+from shared.launcher import check_launcher_world
 
 TORCHRUN_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -3,7 +3,7 @@
 Checked once per epoch after validation and before checkpointing. In order: a non-finite value stops at once;
 an improvement (`current + min_delta < best`, strictly) resets the count; otherwise the count grows and
 training stops when it reaches `patience`. The arithmetic is done on float32 tensors as Lightning does it, so
-the two trainers agree even where a value sits exactly on the threshold.
+the trainers agree even where a value sits exactly on the threshold.
 """
 
 from __future__ import annotations

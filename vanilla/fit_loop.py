@@ -1,7 +1,7 @@
 """The training loop itself (Lightning: `Trainer.fit` and its fit / epoch / validation loops).
 
 Epochs of train-then-validate, written to consume random numbers in the same order as Lightning 2.6, so that
-the two trainers end with identical weights on the CPU:
+the trainers end with identical weights on the CPU:
 - the train DataLoader is built once and iterated each epoch; its shuffle draws a seed from the global torch
   generator when the epoch starts (and every DataLoader iterator draws one more for its workers' base seed);
 - the sanity check (two validation batches before the first epoch) runs inside `isolate_rng`;
@@ -177,7 +177,7 @@ class FitLoop:
         if stepped:
             pos.global_step += 1
             n = self.config.checkpoint_every_n_steps
-            # Not after an epoch's last batch: the epoch-end checkpoint follows (and both trainers resume a
+            # Not after an epoch's last batch: the epoch-end checkpoint follows (and Lightning and this loop resume a
             # checkpoint taken there differently: Lightning would skip that epoch's validation).
             if n and pos.global_step % n == 0 and batch_idx + 1 < num_batches:
                 self.save_last()

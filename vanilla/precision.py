@@ -13,7 +13,7 @@ from contextlib import nullcontext
 
 import torch
 
-from shared.cli import precision_for
+from shared.devices import precision_for
 
 DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 

@@ -19,9 +19,11 @@ import time
 import torch
 from transformers import get_constant_schedule_with_warmup
 
-from shared.cli import check_num_nodes, parse_args
-from shared.errors import UserError, exit_on_user_error, out_of_memory_error
+from shared.cli import parse_args
+from shared.entry_point import exit_on_user_error
+from shared.errors import UserError, out_of_memory_error
 from shared.export import export_pretrained
+from shared.launcher import check_num_nodes
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
 from shared.process_tree import end_with_rank_zero

@@ -146,6 +146,6 @@ elif KIND in ("save", "full"):
         return handle
 
     builtins.open = open_
-from shared.errors import exit_on_user_error
+from shared.entry_point import exit_on_user_error
 
 exit_on_user_error(lambda: train.main(ARGV))()

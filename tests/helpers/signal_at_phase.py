@@ -59,7 +59,7 @@ def loss(model, batch):
 shared.model.seq2seq_loss = loss
 shared.decoding.generate_questions = hooked(shared.decoding.generate_questions, "test")
 shared.export.export_pretrained = hooked(shared.export.export_pretrained, "export")
-from shared.errors import exit_on_user_error  # noqa: E402
+from shared.entry_point import exit_on_user_error  # noqa: E402
 from tests.conftest import load_train  # noqa: E402
 
 train = load_train(TRAINER)

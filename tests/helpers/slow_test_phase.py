@@ -20,7 +20,7 @@ def slow_generate_questions(*args, **kwargs):
 
 
 shared.decoding.generate_questions = slow_generate_questions  # before the trainers import it by name
-from shared.errors import exit_on_user_error  # noqa: E402
+from shared.entry_point import exit_on_user_error  # noqa: E402
 from tests.conftest import load_train  # noqa: E402
 
 train = load_train(TRAINER)
