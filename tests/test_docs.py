@@ -3,10 +3,14 @@ finishes."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 
+import pytest
+
+from bench import count_lines
 from tests.conftest import REPO
 
 
@@ -36,3 +40,96 @@ def test_no_test_shaped_module_names_outside_tests_and_bench():
     shaped = [path.relative_to(REPO).as_posix() for folder in ("vanilla", "fabric", "lightning", "shared", "scripts")
               for path in (REPO / folder).rglob("*.py") if re.match(r"test_|.*_test\.py$", path.name)]
     assert shaped == []
+
+
+def load_make_docs():
+    spec = importlib.util.spec_from_file_location("make_docs", REPO / "scripts" / "make_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_docs = load_make_docs()
+
+
+def test_side_by_side_is_short_and_every_feature_links_to_its_section():
+    """The page is one to read (about 300 lines), and its table's feature names lead to the feature's section."""
+    page = make_docs.side_by_side()
+    assert len(page.splitlines()) <= 320
+    sections = {make_docs.anchor(line[3:]) for line in page.splitlines() if line.startswith("## ")}
+    linked = dict(re.findall(r"^\| \[([^\]]+)\]\(#([^)]+)\) \|", page, re.M))  # the table's first column
+    assert set(linked) == set(count_lines.FEATURES) - {"wiring"}
+    for feature, target in linked.items():
+        assert target in sections, (feature, target)
+
+
+def test_an_unresolvable_reference_stops_the_generator_with_one_line_naming_it(monkeypatch, capsys):
+    for ref, why in (("vanilla/early_stopping.py::NoSuchClass", "no definition"),
+                     ("vanilla/no_such_file.py::EarlyStopping", "no such file"),
+                     ("vanilla/early_stopping.py::EarlyStopping.check@no such text", "no line")):
+        spec = {feature: dict(entry) for feature, entry in make_docs.SIDE_BY_SIDE_SPEC.items()}
+        spec["early stopping"]["vanilla"] = [ref]
+        with pytest.raises(make_docs.SpecError, match=re.escape(ref) + ".*" + why):
+            make_docs.side_by_side(spec)
+    monkeypatch.setattr(make_docs, "SIDE_BY_SIDE_SPEC", spec)
+    assert make_docs.main(["--check"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and ref in error
+
+
+SOURCE = '''import os
+
+
+class Callbacky:
+    """A class docstring,
+    kept whole."""
+
+    def __init__(self):
+        self.x = 1
+
+    def on_start(self, trainer) -> None:
+        """First line.
+
+        More that is cut."""
+        import json  # an import inside: never shown
+        print(json.dumps({}))
+
+    def _private(self):
+        return 2
+
+
+def main(args):
+    started = 0
+    trainer = pl.Trainer(
+        max_epochs=args.max_epochs,
+        precision=args.precision,
+        logger=False,
+    )
+    if started:
+        print("one")
+        print("two")
+    return trainer
+'''
+
+
+def test_an_excerpt_keeps_class_docstrings_cuts_function_docstrings_and_shows_no_imports(tmp_path):
+    path = tmp_path / "example.py"
+    path.write_text(SOURCE)
+    link, code = make_docs.excerpt(f"{path}::Callbacky.on_start")
+    assert link.endswith("#L11-L16)")
+    assert code == ['def on_start(self, trainer) -> None:', '    """First line. ..."""',
+                    '    print(json.dumps({}))']
+    _, code = make_docs.excerpt(f"{path}::Callbacky")
+    assert code[:3] == ["class Callbacky:", '    """A class docstring,', '    kept whole."""']
+    assert not any("import" in line for line in code)
+
+
+def test_a_call_with_flags_comes_with_its_call_and_a_range_with_its_statements(tmp_path):
+    path = tmp_path / "example.py"
+    path.write_text(SOURCE)
+    _, code = make_docs.excerpt(f"{path}::main@pl.Trainer(precision=)")
+    assert code == ["trainer = pl.Trainer(", "    # ...", "    precision=args.precision,", "    # ..."]
+    _, code = make_docs.excerpt(f"{path}::main@started = 0@if started:..print(\"one\")")
+    assert code == ["started = 0", "# ...", "if started:", '    print("one")']
+    with pytest.raises(make_docs.SpecError, match="no flag devices="):
+        make_docs.excerpt(f"{path}::main@pl.Trainer(devices=)")
