@@ -175,7 +175,7 @@ def lightning_trainers(extra_callbacks=(), settings: dict | None = None):
 
     class Trainer(pl.Trainer):
         def __init__(self, *args, **kwargs):
-            if "callbacks" in kwargs and "max_epochs" in kwargs:  # the fit Trainer, not a tester
+            if "callbacks" in kwargs and "use_distributed_sampler" not in kwargs:  # the fit Trainer, not a tester
                 chosen = dict(settings or {})
                 kwargs["callbacks"] = [*kwargs["callbacks"], *chosen.pop("callbacks", []), *extra_callbacks]
                 kwargs.update(chosen)

@@ -48,6 +48,7 @@ from bench.runners import (
     vanilla_trainer,
 )
 from shared.cli import parse_args
+from shared.model import seq2seq_loss
 
 STEPS = {"small": 40, "tiny": 100}
 # The default model's runs differ from one another by several ms on this machine, and the add-up check sums the
@@ -89,7 +90,7 @@ def no_train_loss_logging(train):
     """lightning/: `self.log("train_loss", MeanMetric)` and the metric's update, per step (switched off with the
     progress bar that shows it)."""
     def training_step(original):
-        return lambda self, batch, batch_idx: train.seq2seq_loss(self.model, batch)
+        return lambda self, batch, batch_idx: seq2seq_loss(self.model, batch)
 
     with patched(train.QGModule, "training_step", training_step):
         yield

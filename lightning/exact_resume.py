@@ -1,4 +1,4 @@
-"""Exact resume for the Lightning twin: the part of the job Lightning 2.6 leaves to its user.
+"""Exact resume for the Lightning trainer: the part of the job Lightning 2.6 leaves to its user.
 
 `Trainer.fit(ckpt_path=...)` restores weights, optimiser, scheduler, callbacks and loop counters, but neither the
 random number generators nor the position inside an epoch (the Lightning tracker's #17543 and #18780): resumed
@@ -163,7 +163,9 @@ class KeepLoggedRows(Callback):
 class StopOnSignal(Callback):
     """Ctrl-C and SIGTERM only set a flag; at the next batch after which the optimizer stepped, every rank stops
     (the decision is reduced over ranks) after saving last.ckpt. Not after an epoch's last batch: that epoch's
-    end and checkpoints come first, and the run stops one step into the next epoch, or once training is over."""
+    end and checkpoints come first, and the run stops one step into the next epoch, or once training is over.
+    Not Lightning 2.6's OnExceptionCheckpoint: it saves after whichever batch the SIGTERM follows (mid-accumulation
+    too), counts rank 0's SIGTERM only, and deletes its file when fit ends."""
 
     def __init__(self, checkpoint: ModelCheckpoint):
         self.checkpoint = checkpoint

@@ -1,7 +1,11 @@
-"""What the Lightning twin adds around the Trainer so that a command line behaves as in every trainer here, where
-Lightning alone would not: a run directory of its own (a new version, or --output-dir, with its lock), a checked
-`--resume` checkpoint, the seed's `strategy="dp"` (removed in Lightning 2.0), and one-line errors and notices
-instead of tracebacks and multi-line warnings.
+"""What the Lightning trainer adds around plain Lightning (`plain_lightning.py`) so that a command line behaves as in
+every trainer here: a run directory of its own, a checked `--resume` checkpoint, the seed's `strategy="dp"`
+(removed in Lightning 2.0), and one-line errors and notices instead of tracebacks and multi-line warnings.
+
+The run directory is `shared/run_dir.py`'s, not Lightning's logger versions, which plain_lightning.py uses. Where
+those fall short: the CSV logger numbers a new version as one past the highest it sees and creates it later, so two
+runs started together share one; and `fit(ckpt_path="last")` looks only in this run's new version, so it cannot
+continue the latest earlier one. `fit(ckpt_path=...)` itself does the resuming once the checkpoint is chosen.
 """
 
 from __future__ import annotations
@@ -9,10 +13,8 @@ from __future__ import annotations
 import math
 import signal
 import threading
-import traceback
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -32,6 +34,9 @@ from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_res
 
 
 class RunGuard:
+    """The run's directory and its lock, the --resume checkpoint (read and checked), the Trainer's hardware
+    arguments, and the boundaries inside which Lightning's refusals become one line."""
+
     def __init__(self, args, trainer: str):
         end_with_rank_zero()  # a rank Lightning's launcher started ends with rank 0, however rank 0 ends
         self.args = args
@@ -40,15 +45,12 @@ class RunGuard:
         check_devices(args.devices, cuda)
         launcher = check_launcher(args, cuda, (TorchElasticEnvironment, SLURMEnvironment))  # torchrun's or srun's world
         self.output_dir = choose_run_directory(args, trainer, rank_zero_only.rank)
-        args.output_dir = str(self.output_dir)  # the run's settings (hparams.yaml) say where it went
         if self.is_rank_zero:
             prepare_output_dir(self.output_dir, args.resume, args.overwrite)
         self.ckpt_path = resolve_resume_path(self.output_dir, args.resume) if args.resume else None
         self.resume = read_checkpoint(self.ckpt_path) if self.ckpt_path else None
         if self.resume is not None:
             check_resumable_by("lightning", self.resume, self.ckpt_path)
-            # continue at the batch size the run had (it may have come from the batch-size search)
-            args.batch_size = self.resume["hyper_parameters"].get("batch_size", args.batch_size)
         self._check_data_parallel(args.strategy, cuda)
         self.precision = precision_for(args.precision, cuda)
         self.callbacks = [_Checks(self), SigtermEndsTheTest()]
@@ -63,6 +65,11 @@ class RunGuard:
             return DDPStrategy(timeout=timedelta(seconds=self.args.ddp_timeout))
         return self.args.strategy
 
+    @property
+    def hardware(self) -> dict:
+        """The Trainer's strategy, precision and plugins, in place of the command line's."""
+        return {"strategy": self.strategy, "precision": self.precision, "plugins": self.plugins}
+
     @staticmethod
     def _check_data_parallel(strategy: str, cuda: bool) -> None:
         """The seed asked for `accelerator='dp'`; Lightning 2.0 removed DataParallel (Trainer(strategy='dp')
@@ -73,35 +80,33 @@ class RunGuard:
                   "its supported replacement, with one process per GPU")
 
     @contextmanager
-    def one_line_errors(self):
-        """Around building the Trainer, the batch-size search and fit: an impossible device request, a launcher's
-        world other than --num-nodes x --devices, the Tuner's refusal under DDP and out-of-memory in one line each;
-        any other error as it is."""
+    def refusing_the_hardware(self):
+        """Around building the Trainer: its refusal of a device request (no GPU, too many) or of a launcher's world
+        other than --num-nodes x --devices, in one line."""
         try:
             yield
         except MisconfigurationException as error:
-            if not _raised_in(error, "accelerator_connector.py"):  # not about devices: no GPU, too many GPUs
-                raise
             raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
         except ValueError as error:
-            if _raised_in(error, "torchelastic.py") or _raised_in(error, "slurm.py"):  # the launcher's world
-                raise UserError(f"--num-nodes/--devices: {error}") from None
-            if not _raised_in(error, "tuning.py"):
-                raise
+            raise UserError(f"--num-nodes/--devices: {str(error).strip().splitlines()[0]}") from None
+
+    @contextmanager
+    def refusing_the_search(self):
+        """Around the Tuner: its refusal to search under DDP, in one line."""
+        try:
+            yield
+        except ValueError as error:
             raise UserError(f"--auto-batch-size: {error} Run the search with --devices 1") from None
+
+    @contextmanager
+    def out_of_memory_in_one_line(self, datamodule):
+        """Around fit: out of memory at the batch size the run trains at (the Tuner's, if it searched)."""
+        try:
+            yield
         except RuntimeError as error:
-            if _raised_in(error, "slurm.py"):  # SLURM's tasks not described per node
-                raise UserError(f"SLURM: {error}") from None
             if is_oom_error(error):
-                raise out_of_memory_error(self.args.batch_size) from None
+                raise out_of_memory_error(datamodule.batch_size) from None
             raise
-
-
-def _raised_in(error: BaseException, filename: str) -> bool:
-    """Whether Lightning's (or Fabric's, which Lightning builds on) module `filename` is on the error's traceback."""
-    return any(Path(frame.filename).name == filename
-               and ("pytorch_lightning" in frame.filename or "lightning_fabric" in frame.filename)
-               for frame in traceback.extract_tb(error.__traceback__))
 
 
 class _Checks(Callback):

@@ -1,4 +1,5 @@
-"""The Lightning twin's own behaviour on tiny data: the same artifacts as the hand-written trainer, exact resume
+"""The Lightning trainer's own behaviour on tiny data: the same artifacts as the hand-written trainer, plain Lightning
+(lightning/plain_lightning.py) training the same run but resuming mid-epoch on other batches, exact resume
 through Lightning's hooks, the dp -> ddp mapping, the Tuner's batch-size search under a simulated out-of-memory
 threshold, DDP on two CPU processes, and the side-by-side summary of `make demo`."""
 
@@ -14,7 +15,6 @@ import pytest
 import torch
 import yaml
 from pytorch_lightning.strategies import DDPStrategy
-from torch.utils.data import DataLoader
 
 from shared.cli import parse_args
 from shared.errors import UserError
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
 DDP_ENV = dict(ENV, OMP_NUM_THREADS="1")  # two ranks on two cores
 lightning_train = load_lightning_train()
-exact_resume = sys.modules["exact_resume"]  # lightning/exact_resume.py, as lightning/train.py imported it
+plain_lightning = sys.modules["plain_lightning"]  # lightning/plain_lightning.py, as lightning/train.py imported it
 
 
 def run(tiny_data, out, *extra):
@@ -90,35 +90,66 @@ def test_resume_after_a_kill_is_exact(tiny_data, tmp_path, stop_at, every_n):
         assert (straight / name).read_text() == (resumed / name).read_text(), name
 
 
-def test_plain_lightning_resume_is_not_exact(tiny_data, tmp_path, monkeypatch):
-    """The control for the test above: without the RNG and sampler state, Lightning's own resume continues
-    with other random numbers, so the exact-resume lines are doing the work."""
+class BatchRecorder:
+    """Which examples each training batch of a plain-Lightning run holds: (epoch, batch index, the batch's
+    token ids), recorded from the LightningModule's own hook."""
+
+    def __init__(self, monkeypatch):
+        self.batches: list[tuple[int, int, list]] = []
+        recorder = self
+
+        def on_train_batch_start(module, batch, batch_idx):
+            recorder.batches.append((module.current_epoch, batch_idx, batch["input_ids"].tolist()))
+
+        monkeypatch.setattr(plain_lightning.QGModule, "on_train_batch_start", on_train_batch_start)
+
+    def epoch(self, epoch: int) -> dict[int, list]:
+        return {batch_idx: ids for e, batch_idx, ids in self.batches if e == epoch}
+
+
+def test_plain_lightning_trains_the_uninterrupted_run_bit_for_bit_as_the_other_rungs(trained_runs, tiny_data,
+                                                                                      tmp_path):
+    """lightning/plain_lightning.py, the job as Lightning's documentation writes it with none of the project's
+    additions, trains the same run as every trainer here: the same checkpoints, weights, metrics and predictions."""
+    plain = tmp_path / "plain"
+    plain_lightning.main(tiny_args(tiny_data, plain, "--save-top-k", "2"))
+    for trainer, run_dir in trained_runs.items():
+        names = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
+        assert sorted(path.name for path in (plain / "checkpoints").iterdir()) == names, trainer
+        for name in names:
+            assert_same_weights(plain / "checkpoints" / name, run_dir / "checkpoints" / name)
+        for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"):
+            assert (plain / name).read_text() == (run_dir / name).read_text(), (trainer, name)
+    assert "ExactResume" not in load(plain / "checkpoints" / "last.ckpt")["callbacks"]
+
+
+def test_plain_lightning_killed_and_resumed_mid_epoch_trains_other_batches(tiny_data, tmp_path, monkeypatch):
+    """Why plain Lightning's resume is not exact. 13 batches an epoch, a step checkpoint every 5 steps: killed
+    after step 17, the run's latest checkpoint is step 15, two batches into epoch 1. Resumed from it, Lightning
+    skips the two trained batches but draws a fresh shuffle for the epoch (it saves no loader state and no random
+    generators), so the rest of epoch 1 trains other batches than the uninterrupted run did there, and the run
+    ends with other weights."""
     extra = ("--checkpoint-every-n-steps", "5")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run(tiny_data, straight, *extra)
-    killed = run_script("tests/helpers/interrupted_train.py", "lightning", "17", *tiny_args(tiny_data, resumed, *extra))
-    assert killed.returncode == 3
-    monkeypatch.setattr(exact_resume.ExactResume, "load_state_dict", lambda *args: None)
-    monkeypatch.setattr(lightning_train.ResumableDataLoader, "load_state_dict", lambda *args: None)
-    run(tiny_data, resumed, *extra, "--resume", "last")
+    uninterrupted = BatchRecorder(monkeypatch)
+    plain_lightning.main(tiny_args(tiny_data, straight, *extra))
+    killed = run_script("tests/helpers/interrupted_train.py", "lightning/plain_lightning.py", "17",
+                        *tiny_args(tiny_data, resumed, *extra))
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    step_checkpoint = resumed / "checkpoints" / "epoch=1-step=15.ckpt"
+    assert (load(step_checkpoint)["global_step"], load(step_checkpoint)["epoch"]) == (15, 1)
+
+    after_resume = BatchRecorder(monkeypatch)
+    plain_lightning.main(tiny_args(tiny_data, resumed, *extra, "--resume", str(step_checkpoint)))
+    straight_epoch, resumed_epoch = uninterrupted.epoch(1), after_resume.epoch(1)
+    assert sorted(resumed_epoch) == list(range(2, 13))  # the two trained batches skipped, the rest trained
+    differing = [batch_idx for batch_idx in resumed_epoch if resumed_epoch[batch_idx] != straight_epoch[batch_idx]]
+    assert len(differing) >= 9, differing  # a fresh shuffle: hardly a batch where it was
     x = load(straight / "checkpoints" / "last.ckpt")["state_dict"]
     y = load(resumed / "checkpoints" / "last.ckpt")["state_dict"]
+    assert load(resumed / "checkpoints" / "last.ckpt")["global_step"] == load(straight / "checkpoints" / "last.ckpt")[
+        "global_step"] == 39
     assert not all(torch.equal(x[k], y[k]) for k in x if k.startswith("model."))
-
-
-def test_without_its_additions_it_is_plain_lightning_and_trains_the_same_run(trained_runs, tiny_data, tmp_path,
-                                                                             monkeypatch):
-    """Undo the lines that attach exact resume (the resumable train loader, the exact-resume callbacks): plain
-    Lightning trains bit for bit the run the trainer trains with them, so they add resume and change nothing
-    else."""
-    monkeypatch.setattr(lightning_train, "ResumableDataLoader", DataLoader)
-    monkeypatch.setattr(lightning_train, "exact_resume_callbacks", lambda *args, **kwargs: [])
-    plain = tmp_path / "plain"
-    run(tiny_data, plain, "--save-top-k", "2")
-    assert_same_weights(plain / "checkpoints" / "last.ckpt", trained_runs["lightning"] / "checkpoints" / "last.ckpt")
-    for name in ("metrics.csv", "predictions.jsonl"):
-        assert (plain / name).read_text() == (trained_runs["lightning"] / name).read_text(), name
-    assert "ExactResume" not in load(plain / "checkpoints" / "last.ckpt")["callbacks"]
 
 
 def test_dp_maps_to_ddp_with_a_notice_and_needs_a_gpu(capsys):
@@ -151,7 +182,7 @@ class Recorder:
 
     def __init__(self, monkeypatch):
         self.searching, self.tried = False, []
-        original_loss = lightning_train.seq2seq_loss
+        original_loss = plain_lightning.seq2seq_loss  # the LightningModule's, in lightning/plain_lightning.py
 
         def loss(model, batch):
             size = batch["input_ids"].size(0)
@@ -171,7 +202,7 @@ class Recorder:
                 finally:
                     recorder.searching = False
 
-        monkeypatch.setattr(lightning_train, "seq2seq_loss", loss)
+        monkeypatch.setattr(plain_lightning, "seq2seq_loss", loss)
         monkeypatch.setattr(lightning_train, "Tuner", Tuner)
 
 

@@ -28,6 +28,7 @@ from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
 from shared.process_tree import end_with_rank_zero
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
+from shared.run_settings import batch_size_to_continue, resolve_settings
 from shared.summary import end_lines, start_line
 from vanilla import cluster_environment, ddp
 from vanilla.accelerator import Hardware, resolve_hardware
@@ -64,9 +65,8 @@ def search_batch_size(optimization: Optimization, data: DataConnector, args, say
     return result.batch_size
 
 
-def fit_and_test(args, hardware: Hardware) -> dict | None:
+def fit_and_test(args, output_dir: Path, hardware: Hardware) -> dict | None:
     started = time.perf_counter()
-    output_dir = Path(args.output_dir)
     process = ddp.init_process_group(hardware.device_type, args.ddp_timeout) if hardware.strategy == "ddp" \
         else ddp.ProcessInfo()
     writer = process.is_global_zero
@@ -76,8 +76,6 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
     ddp.barrier()
     resume_path = resolve_resume_path(output_dir, args.resume) if args.resume else None
     resume = read_resume_checkpoint(resume_path) if resume_path else None
-    if resume is not None:  # continue at the batch size the run had (it may have come from the search)
-        args.batch_size = resume["hyper_parameters"].get("batch_size", args.batch_size)
 
     seed_everything(args.seed)
     data = prepare_data(args, output_dir, save_tokenizer=writer)
@@ -90,16 +88,18 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
     optimization = Optimization(model, *configure_optimizers(model, args), precision, strategy,
                                 args.accumulate_grad_batches, args.gradient_clip_val)
     loaders = DataConnector(data, args.num_workers, process, args.seed)
+    batch_size = batch_size_to_continue(resume, args)
     if args.auto_batch_size and resume is None:
-        args.batch_size = search_batch_size(optimization, loaders, args, say)
+        batch_size = search_batch_size(optimization, loaders, args, say)
+    settings = resolve_settings(args, output_dir, batch_size)  # read-only from here on
 
-    checkpoint = ModelCheckpoint(output_dir / "checkpoints", save_top_k=args.save_top_k, is_writer=writer)
+    checkpoint = ModelCheckpoint(output_dir / "checkpoints", save_top_k=settings.save_top_k, is_writer=writer)
     loggers: list = []  # opened once a resumed run's checkpoint is restored: a refused one changes no file
-    loop = FitLoop(LoopConfig.from_args(args), optimization,
-                   loaders.train_loader(args.batch_size), loaders.val_loader(args.batch_size),
-                   EarlyStopping("dev_loss", patience=args.patience, min_delta=args.min_delta),
-                   checkpoint, saver(dict(vars(args)), writer),
-                   loggers, ProgressBar(enabled=writer), say)
+    loop = FitLoop(config=LoopConfig.from_settings(settings), optimization=optimization,
+                   train_loader=loaders.train_loader(batch_size), val_loader=loaders.val_loader(batch_size),
+                   early_stopping=EarlyStopping("dev_loss", patience=settings.patience, min_delta=settings.min_delta),
+                   checkpoint=checkpoint, save_checkpoint=saver(dict(vars(settings)), writer),
+                   loggers=loggers, progress=ProgressBar(enabled=writer), say=say)
     resuming = resume is not None
     if resuming:
         restore_checkpoint(loop, resume, resume_path, process.rank)
@@ -107,32 +107,32 @@ def fit_and_test(args, hardware: Hardware) -> dict | None:
         say(f"resumed from {resume_path}: epoch {loop.position.epoch}, step {loop.position.global_step}, "
             f"{loop.position.batches_done} batches into the epoch")
     if writer:
-        loggers += open_loggers(output_dir, dict(vars(args)), loop.position.logged_rows if resuming else None)
+        loggers += open_loggers(output_dir, dict(vars(settings)), loop.position.logged_rows if resuming else None)
     try:
         loop.run(sanity_check=not resuming)
     except RuntimeError as error:
         if is_oom_error(error):
-            raise out_of_memory_error(args.batch_size) from None
+            raise out_of_memory_error(batch_size) from None
         raise
     finally:
         for logger in loggers:
             logger.close()
     if loop.stop_reason:
         say(f"early stopping: {loop.stop_reason}")
-    scores = test_phase(args, model, data, checkpoint, precision, strategy, output_dir)
+    scores = test_phase(settings, model, data, checkpoint, precision, strategy, output_dir)
     if writer:  # the other ranks have no collective left: they leave
         export_pretrained(model, data.tokenizer, output_dir / "export")
         print(end_lines(scores, checkpoint_to_test(checkpoint), output_dir / "export", started))
     return scores
 
 
-def test_phase(args, model, data, checkpoint: ModelCheckpoint, precision: Precision, strategy,
+def test_phase(settings, model, data, checkpoint: ModelCheckpoint, precision: Precision, strategy,
                output_dir: Path) -> dict | None:
     ckpt_path = ddp.gather_objects(checkpoint_to_test(checkpoint))[0]  # rank 0's, which wrote the files
     if strategy.is_global_zero:
         print(f"testing {ckpt_path}")
-    return run_test(model, data.tokenizer, data.test, ckpt_path, strategy.device, precision, args.batch_size,
-                    args.num_beams, args.max_target_length, output_dir, strategy.process)
+    return run_test(model, data.tokenizer, data.test, ckpt_path, strategy.device, precision, settings.batch_size,
+                    settings.num_beams, settings.max_target_length, output_dir, strategy.process)
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -143,11 +143,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     # torchrun's or SLURM's ranks, checked (DataParallel: one process, whatever the GPUs)
     cluster_environment.detect(args.num_nodes, hardware.devices if hardware.strategy == "ddp" else 1)
     check_num_nodes(args.num_nodes, cluster_environment.started_externally())
-    args.output_dir = str(choose_run_directory(args, TRAINER, rank=int(os.environ.get("RANK", "0"))))
+    output_dir = choose_run_directory(args, TRAINER, rank=int(os.environ.get("RANK", "0")))
     if hardware.strategy == "ddp":
         return ddp.run_ranks(str(Path(__file__).resolve()), argv, hardware.devices,
-                             lambda: fit_and_test(args, hardware))
-    return fit_and_test(args, hardware)
+                             lambda: fit_and_test(args, output_dir, hardware))
+    return fit_and_test(args, output_dir, hardware)
 
 
 if __name__ == "__main__":

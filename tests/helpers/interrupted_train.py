@@ -1,5 +1,6 @@
-"""Run vanilla/, lightning/ or fabric/train.py (argv[1]) and interrupt it at a chosen point (argv[2]); the rest of
-argv is the trainer's. The kills are `os._exit`: no clean-up, no final checkpoint, as `kill -9` would leave the run.
+"""Run vanilla/, lightning/ or fabric/train.py, or lightning/plain_lightning.py (argv[1]), and interrupt it at a
+chosen point (argv[2]); the rest of argv is the trainer's. The kills are `os._exit`: no clean-up, no final
+checkpoint, as `kill -9` would leave the run.
 
     N               kill right after optimizer step N (a bare number, as the older tests write it)
     step:N          the same
@@ -36,7 +37,9 @@ def die() -> None:
 if TRAINER == "vanilla":
     from vanilla import train
 else:
-    spec = importlib.util.spec_from_file_location(f"{TRAINER}_train", REPO / TRAINER / "train.py")
+    # a trainer's folder (its train.py), or a trainer's file: lightning/plain_lightning.py
+    path = REPO / TRAINER if TRAINER.endswith(".py") else REPO / TRAINER / "train.py"
+    spec = importlib.util.spec_from_file_location(path.stem if path.stem != "train" else f"{TRAINER}_train", path)
     train = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
 
@@ -95,7 +98,9 @@ if KIND in ("step", "signal"):
 
         train.QGModule.training_step = training_step
 elif KIND == "val":
-    original_loss, eval_calls = train.seq2seq_loss, [0]
+    # the module whose code calls the loss: Lightning's LightningModule is in lightning/plain_lightning.py
+    loss_home = sys.modules[train.QGModule.__module__] if hasattr(train, "QGModule") else train
+    original_loss, eval_calls = loss_home.seq2seq_loss, [0]
 
     def loss(model, batch):
         if not model.training:
@@ -104,7 +109,7 @@ elif KIND == "val":
                 die()
         return original_loss(model, batch)
 
-    train.seq2seq_loss = loss
+    loss_home.seq2seq_loss = loss
 elif KIND in ("save", "full"):
     real_open, writes = builtins.open, [0]
 
