@@ -139,14 +139,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.auto_batch_size:
         Tuner(trainer).scale_batch_size(module, datamodule=datamodule, mode=args.auto_batch_size)
     trainer.fit(module, datamodule=datamodule, ckpt_path=args.resume, weights_only=True)
+    run_dir = Path(trainer.log_dir)  # rank 0's, broadcast to every rank
     if not trainer.is_global_zero:
         return None
     # Tested on one device, as Lightning advises: under DDP its DistributedSampler pads the ranks' shares
     tester = make_trainer(args, [], logger=False, devices=1, num_nodes=1, strategy="auto")
     tester.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, weights_only=True)
     generated = [question for batch in module.generated for question in batch]
-    report = write_test_report(Path(trainer.log_dir), data.test.examples, generated, checkpoint.best_model_path)
-    export_pretrained(module.model, data.tokenizer, Path(trainer.log_dir) / "export")
+    report = write_test_report(run_dir, data.test.examples, generated, checkpoint.best_model_path)
+    export_pretrained(module.model, data.tokenizer, run_dir / "export")
     print(f"test: {report}")
     return report
 
