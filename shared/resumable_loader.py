@@ -1,11 +1,10 @@
-"""A DataLoader that resumes part-way through an epoch, in the same order (exact resume; no framework does it).
+"""A DataLoader that resumes part-way through an epoch, in the same order (exact resume), which a plain one cannot.
 
-Resumed mid-epoch, a plain shuffled DataLoader starts a fresh shuffle: samples are repeated or skipped (the
-Lightning tracker's #17543 and #18780). A shuffled loader draws its order from the global torch generator when
-its epoch starts (the `RandomSampler` seed, and a base seed for workers), so this loader keeps the generator's
-state of that moment. Its `state_dict` holds that state and the batches already trained (the trainer keeps
-`batches_trained` current; 0 between epochs). Given that state back, its next epoch starts from the same
-generator state, so it draws the same order, and skips the batches already trained.
+Resumed mid-epoch, a plain shuffled DataLoader starts a fresh shuffle, repeating or skipping samples (the Lightning
+tracker's #17543 and #18780). It draws its order from the global torch generator when its epoch starts (the
+`RandomSampler` seed, and a base seed for workers), so this loader keeps the generator's state of that moment. Its
+`state_dict` holds that state and the batches already trained (`batches_trained`, kept current by the trainer; 0
+between epochs); given it back, the loader's next epoch draws the same order and skips the batches trained.
 
 An epoch starts at its first batch, not when the iterator is made: a DistributedSampler's epoch is set by then
 (Lightning makes a resumed epoch's iterator before it sets it, and with workers a DataLoader iterator reads the
@@ -13,7 +12,8 @@ sampler as soon as it is made). A trainer therefore restores the interrupted run
 first batch is fetched. Unresumed, the loader draws what a plain DataLoader draws, at the first batch.
 
 This is Lightning's stateful-dataloader interface: Lightning saves the train loader's `state_dict()` in every
-checkpoint and calls `load_state_dict` before the resumed epoch's iterator is made.
+checkpoint and calls `load_state_dict` before the resumed epoch's iterator is made. torchdata's `StatefulDataLoader`
+has it too, but is not a pinned requirement, and shuffles with its own generator, not in plain Lightning's order.
 """
 
 from __future__ import annotations

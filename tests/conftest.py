@@ -75,12 +75,34 @@ def load_lightning_train():
 
 
 # ---------------------------------------------------------------- the parity report (tests marked `parity`)
-# Each parity test records what each trainer did (tests/parity_report.py holds the rows), before asserting; the
-# report is printed at the end of the session, and with --parity-report DIR also written there as parity.md
-# with the loss-curve plot.
+# Each parity test records what each trainer did (tests/parity_report.py holds the rows and the comparisons it
+# expects), before asserting; the report is printed at the end of the session, and with --parity-report DIR also
+# written there as parity.md with the loss-curve plot. The session fails when an expected comparison was not
+# recorded: in a parity run (--parity-report, or -m parity) any of them; otherwise those of the tests selected.
 def pytest_addoption(parser):
     parser.addoption("--parity-report", metavar="DIR", default=None,
                      help="write the parity report (parity.md) and the loss-curve plot (parity_loss.png) to DIR")
+
+
+def is_parity_run(config) -> bool:
+    """The parity suite as a whole: `make parity` (-m parity --parity-report DIR), or -m parity by hand."""
+    return bool(config.getoption("--parity-report")) or config.getoption("markexpr", "").strip() == "parity"
+
+
+PARITY_CHECK: dict = {}  # what pytest_sessionfinish found, for the terminal summary
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tests import parity_report
+
+    if session.config.getoption("collectonly"):
+        return
+    selected = {item.nodeid for item in session.items}
+    required = parity_report.required(selected, is_parity_run(session.config))
+    missing = parity_report.not_recorded(required, parity_report.ROWS)
+    PARITY_CHECK.update(missing=missing, left_out=len(parity_report.EXPECTED) - len(required))
+    if missing and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_runtest_logreport(report):
@@ -100,13 +122,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"fault and bad-input cases tried: {fault_count.RAN[0] + fault_count.FUZZED[0]} ({fault_count.RAN[0]} "
             f"fault and bad-input tests, and {fault_count.FUZZED[0]} generated documents fed to the SQuAD reader by "
             f"{fault_count.FUZZ_TESTS[0]} fuzz tests)")
-    if not parity_report.ROWS:
+    missing = PARITY_CHECK.get("missing", [])
+    if not parity_report.ROWS and not missing:
         return
     terminalreporter.section("parity: vanilla/, fabric/ and lightning/ on the CPU, float32 unless stated")
-    for line in parity_report.table():
+    for line in parity_report.table(parity_report.ROWS, missing, PARITY_CHECK.get("left_out", 0)):
         terminalreporter.write_line(line)
     directory = config.getoption("--parity-report")
-    if directory:
+    if missing:
+        terminalreporter.write_line(
+            f"FAILED: {len(missing)} expected parity comparison(s) did not run, marked DID NOT RUN above (their test "
+            f"failed before recording, was skipped, or was left out of a parity run)"
+            + (f"; no report written to {directory}" if directory else ""), red=True, bold=True)
+    elif directory:
         written = parity_report.write_report(Path(directory))
         terminalreporter.write_line(f"report written: {', '.join(str(p) for p in written)}")
 

@@ -28,15 +28,16 @@ def run(command, timeout=180):
 
 @pytest.fixture(scope="module")
 def slow_test_phase_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
-    """Each trainer under torchrun, three ranks, a process-group timeout of 7 s and a test phase of 2 batches (25
-    examples, 13 a batch) that take 4.5 s each: 9 s in one process; shared, one batch for rank 0, one for rank 1,
-    none for rank 2, which waits one batch (4.5 s) for them at the gather."""
+    """Each trainer under torchrun, three ranks, a process-group timeout of 10 s and a test phase of 2 batches (25
+    examples, 13 a batch) that take 6 s each: 12 s in one process; shared, one batch for rank 0, one for rank 1,
+    none for rank 2, which waits one batch (6 s and the batch's own generation) for them at the gather. The 4 s
+    left of the timeout are for a slower machine, where the ranks reach the gather further apart."""
     runs = {}
     for trainer in ("vanilla", "fabric", "lightning"):
         runs[trainer] = tmp_path_factory.mktemp(f"slow-test-{trainer}")
         run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3", "--standalone",
-             "tests/helpers/slow_test_phase.py", trainer, "4.5",
-             *tiny_args(tiny_data, runs[trainer], "--strategy", "ddp", "--devices", "3", "--ddp-timeout", "7",
+             "tests/helpers/slow_test_phase.py", trainer, "6",
+             *tiny_args(tiny_data, runs[trainer], "--strategy", "ddp", "--devices", "3", "--ddp-timeout", "10",
                         "--batch-size", "13", "--max-epochs", "1", "--limit-train-batches", "2")])
     return runs
 

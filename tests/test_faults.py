@@ -62,6 +62,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def project_frames(stderr: str) -> list[str]:
+    """The files of the project's own code that a traceback in `stderr` passes through (a launcher's is not)."""
+    frames = []
+    for name in re.findall(r'File "([^"]+)", line', stderr):
+        path = (REPO / name).resolve()  # a relative name is relative to the run's directory, REPO
+        if path.is_relative_to(REPO) and path.relative_to(REPO).parts[0] in (*TRAINERS, "shared", "tests"):
+            frames.append(name)
+    return frames
+
+
 @pytest.fixture(scope="module")
 def straight_runs(tiny_data, tmp_path_factory):
     """The uninterrupted 3-epoch run of each trainer, which every interrupted run must end up equal to."""
@@ -311,18 +321,24 @@ def test_impossible_device_requests_are_one_line_in_all(tiny_data, tmp_path, tra
 def test_a_launcher_world_other_than_nodes_times_devices_is_one_line_naming_the_numbers(tiny_data, tmp_path,
                                                                                        trainer):
     """torchrun starts 2 processes; the command line asks for 1 node x 1 device: every rank refuses, in one line
-    (torchrun itself then prints its own traceback, of the launcher's code)."""
+    (torchrun itself then prints its own traceback, of the launcher's code). Which rank's line comes out is a race:
+    torchrun ends the other rank (SIGTERM) as soon as one has exited, maybe before it has printed. What every run
+    guarantees: one or two such lines, each whole, and no traceback through the project's code."""
     result = run_process("-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
                          f"{trainer}/train.py", *tiny_args(tiny_data, tmp_path / "run", "--strategy", "ddp"))
     assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2 and 'train.py", line' not in result.stderr, result.stderr[-3000:]
-    assert all("--num-nodes" in line and "1" in line and "2" in line for line in errors), errors
+    errors = [line for line in result.stderr.splitlines() if "error: " in line]
+    assert 1 <= len(errors) <= 2, result.stderr[-3000:]  # at most one a rank
+    for line in errors:  # whole: one write each, so two ranks' lines never run into one
+        assert line.startswith("error: ") and line.count("error: ") == 1, errors
+        assert re.fullmatch(r"error: --num-nodes 1 x --devices 1 = 1 process(es)?, but the launcher started 2\b.*",
+                            line), errors
+    assert not project_frames(result.stderr), result.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_all(tiny_data, tmp_path):
-    """0.001 of the 13 batches of an epoch is no batch: neither trainer "trains" on nothing, and no checkpoint of
+    """0.001 of the 13 batches of an epoch is no batch: no trainer "trains" on nothing, and no checkpoint of
     untrained weights is written."""
     lines = {}
     for trainer in TRAINERS:

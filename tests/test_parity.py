@@ -2,9 +2,12 @@
 line, the three trainers -- by hand (vanilla/), with Fabric (fabric/) and with the Trainer (lightning/) -- produce
 identical results, feature by feature.
 
-Exact means exact: `torch.equal` on every tensor, byte-identical files. Each test records what every trainer did
-for the report printed at the end of the run (`make parity` runs this suite alone and writes the report and the
-loss plot). Runs use the tiny model and data so that the whole suite stays within a few minutes.
+Exact means exact: `torch.equal` on every tensor, byte-identical files (a bitwise comparison); where the trainers
+decide or say something (a stop epoch and reason, the batch sizes tried, the files kept, a refusal), the same
+decision, as text or numbers (a behaviour check). Each test records what every trainer did for the report printed
+at the end of the run; tests/parity_report.py's EXPECTED lists every comparison, its kind and its test, and the
+session fails when one was not recorded (`make parity` runs this suite alone and writes the report and the loss
+plot). Runs use the tiny model and data so that the whole suite stays within a few minutes.
 """
 
 from __future__ import annotations
@@ -130,8 +133,10 @@ def test_early_stopping_stops_all_at_the_same_epoch_for_the_same_reason(tiny_dat
     same_reason = compare("early stopping: reason", reasons,
                           lambda text: text.split(". Signaling")[0].replace(
                               "Monitored metric dev_loss did not improve in the last", "no better in"))
-    assert last_epoch["vanilla"] < 5 and same_epoch and same_reason
-    assert all_weights_equal({t: tmp_path / t / "checkpoints" / "last.ckpt" for t in TRAINERS})
+    last = {t: tmp_path / t / "checkpoints" / "last.ckpt" for t in TRAINERS}
+    same_weights = all_weights_equal(last)
+    record_parity("early stopping: final weights", {t: fingerprint(p) for t, p in last.items()}, same_weights)
+    assert last_epoch["vanilla"] < 5 and same_epoch and same_reason and same_weights
 
 
 def oom_above(limit: int, tried: list[int], searching):
@@ -220,7 +225,9 @@ def test_bf16_mixed_gives_equal_weights(tiny_data, tmp_path):
     last = {t: tmp_path / t / "checkpoints" / "last.ckpt" for t in TRAINERS}
     same = all_weights_equal(last)
     record_parity("bf16-mixed, 2 epochs: final weights", {t: fingerprint(p) for t, p in last.items()}, same)
-    assert same and len({(tmp_path / t / "metrics.csv").read_bytes() for t in TRAINERS}) == 1
+    same_csv = compare("bf16-mixed: metrics.csv", {t: (tmp_path / t / "metrics.csv").read_bytes() for t in TRAINERS},
+                       lambda b: f"{len(b)} bytes")
+    assert same and same_csv
 
 
 DDP_ARGS = ("--strategy", "ddp", "--devices", "2", "--max-epochs", "2", "--checkpoint-every-n-steps", "4")
