@@ -1,109 +1,115 @@
-"""What the Fabric trainer puts in a checkpoint, and how it continues from one: the part Fabric leaves to its user.
+"""What the Fabric trainer saves with `fabric.save(path, state)` and restores with `fabric.load(path, state)`: the
+part Fabric leaves to its user.
 
-`fabric.save(path, state)` writes whatever dict it is given (atomically, on rank 0) and `fabric.load(path)` reads it
-back; what goes in is the user's. This module builds the dict in the layout the other two trainers use (Lightning's:
-`state_dict` with `model.` prefixes, `optimizer_states`, `lr_schedulers`, `callbacks`, ...), so that any trainer's
-test phase reads any other's weights, and adds what exact resume needs: the loop's position, the train loader's
-state (`shared.resumable_loader`), every rank's RNG states, and the rows of metrics.csv logged before the
-checkpoint (Fabric's CSVLogger, like Lightning's, deletes the file when it starts).
+`state` is the user's objects, as Fabric's documentation has it; Fabric calls each one's `state_dict()` when it
+saves and `load_state_dict()` when it loads. Their keys are those of Lightning's checkpoint layout, so that any
+trainer's test phase reads any other's weights: the model under `state_dict` (inside a ModuleDict, as "model", its
+weights are named `model.*`, as a LightningModule holding `self.model` names them), the optimizer's and the
+scheduler's states in lists of one (`optimizer_states`, `lr_schedulers`), the callbacks' by name (`callbacks`).
+Lightning keeps those two in those shapes, so two small adapters below give them to Fabric. On top of the layout,
+what exact resume needs: the loop's position and the train loader's state (`loop_state`), and every rank's RNG
+states (`rng_states`).
 """
 
 from __future__ import annotations
 
-import csv
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from private_api import continue_sampler_epochs
 
-from shared.checkpoint_file import PREFIX, CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
+from shared.checkpoint_dict import LIGHTNING_LAYOUT, cannot_write, check_same_world_size, resuming_from
+from shared.checkpoint_file import check_resumable_by, check_weights_fit, read_checkpoint
+from shared.loop_position import LoopPosition
 from shared.rng_state import collect_rng_states, gather_from_every_rank
 
-LIGHTNING_LAYOUT = "2.6.6"  # the checkpoint layout the dict follows (Lightning reads no checkpoint without the key)
+
+class InAList:
+    """An optimizer's or a scheduler's state as Lightning's layout keeps it: in a list of one."""
+
+    def __init__(self, stateful):
+        self.stateful = stateful
+
+    def state_dict(self) -> list:
+        return [self.stateful.state_dict()]
+
+    def load_state_dict(self, states: list) -> None:
+        self.stateful.load_state_dict(states[0])
 
 
-@dataclass
-class Position:
-    """Where training stands."""
+class ByName:
+    """The callbacks' states as Lightning's layout keeps them: in one dict, by the callback's name."""
 
-    epoch: int = 0
-    global_step: int = 0
-    batches_done: int = 0  # batches of `epoch` already trained
-    epoch_finished: bool = False  # validation and epoch-end of `epoch` done
-    should_stop: bool = False
-    train_loss_sum: torch.Tensor = field(default_factory=lambda: torch.tensor(0.0))
-    train_samples: int = 0
+    def __init__(self, **callbacks):
+        self.callbacks = callbacks
+
+    def state_dict(self) -> dict:
+        return {name: callback.state_dict() for name, callback in self.callbacks.items()}
+
+    def load_state_dict(self, states: dict) -> None:
+        for name, callback in self.callbacks.items():
+            callback.load_state_dict(states[name])
 
 
-def checkpoint_state(model, optimizer, scheduler, precision, early_stopping, checkpoint, position: Position,
-                     loader, hparams: dict) -> dict:
-    """The dict `fabric.save` writes; built on every rank (it gathers their RNG states)."""
+class LoopState:
+    """`loop_state`: where training stands and the train loader's state, whose count of trained batches is the
+    loop's (0 once the epoch's training is over)."""
+
+    def __init__(self, position: LoopPosition, loader, world_size: int):
+        self.position, self.loader, self.world_size = position, loader, world_size
+
+    def state_dict(self) -> dict:
+        self.loader.batches_trained = 0 if self.position.epoch_finished else self.position.batches_done
+        return {**self.position.state_dict(), "train_loader": self.loader.state_dict(), "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position.load_state_dict(state)
+        self.loader.load_state_dict(state["train_loader"])
+
+
+def users_objects(loop) -> dict:
+    """The objects `fabric.save` saves and `fabric.load` restores in place, by the keys of Lightning's layout."""
+    job = loop.job
+    return {"state_dict": torch.nn.ModuleDict({"model": job.raw_model}),
+            "optimizer_states": InAList(job.optimizer),
+            "lr_schedulers": InAList(job.scheduler),
+            "callbacks": ByName(EarlyStopping=loop.early_stopping, ModelCheckpoint=loop.checkpoint),
+            "precision": job.fabric.strategy.precision,
+            "loop_state": LoopState(loop.position, loop.resumable_loader, job.fabric.world_size)}
+
+
+def save_checkpoint(loop, path: Path) -> None:
+    """Called on every rank (the RNG states are gathered from all of them); Fabric writes the file on rank 0."""
     rng_states = gather_from_every_rank(collect_rng_states())
-    return {
-        "trainer": "fabric",
-        "pytorch-lightning_version": LIGHTNING_LAYOUT,
-        "epoch": position.epoch,
-        "global_step": position.global_step,
-        "state_dict": {PREFIX + name: tensor for name, tensor in model.state_dict().items()},
-        "optimizer_states": [optimizer.state_dict()],
-        "lr_schedulers": [scheduler.state_dict()],
-        "callbacks": {"EarlyStopping": early_stopping.state_dict(), "ModelCheckpoint": checkpoint.state_dict()},
-        "precision": precision.state_dict(),
-        "hyper_parameters": hparams,
-        "loop_state": {**asdict(position), "train_loader": loader.state_dict(), "world_size": len(rng_states)},
-        "rng_states": rng_states,
-    }
+    state = {"trainer": "fabric", "pytorch-lightning_version": LIGHTNING_LAYOUT, "epoch": loop.position.epoch,
+             "global_step": loop.position.global_step, **users_objects(loop),
+             "hyper_parameters": dict(vars(loop.job.settings)), "rng_states": rng_states}
+    try:
+        loop.job.fabric.save(path, state)
+    except OSError as error:
+        raise cannot_write(path, error) from None
 
 
-def read_resume_checkpoint(fabric, path: Path) -> dict:
-    """`fabric.load`, with a one-line error for a missing, truncated or foreign file, or another trainer's."""
-    checkpoint = read_checkpoint(path, load=lambda path: fabric.load(path, weights_only=True))
+def read_resume_checkpoint(path: Path) -> dict:
+    """The checkpoint to resume, with its tensors left on disk (mmap), read before the run is set up: it says which
+    trainer wrote it and the batch size the run had. One-line errors for a missing, truncated or foreign file, or
+    another trainer's."""
+    checkpoint = read_checkpoint(path, load=lambda path: torch.load(path, map_location="cpu", weights_only=True,
+                                                                    mmap=True))
     check_resumable_by("fabric", checkpoint, path)
     return checkpoint
 
 
-def restore(checkpoint: dict, path: Path, model, optimizer, scheduler, precision, early_stopping, model_checkpoint,
-            loader, fabric_loader, world_size: int, rank: int) -> tuple[Position, dict]:
-    """Put everything back; return the position and this rank's RNG states (applied once the resumed epoch's
-    loader has drawn its order)."""
-    check_weights_fit(model, checkpoint, path)
-    model.load_state_dict({name.removeprefix(PREFIX): tensor for name, tensor in checkpoint["state_dict"].items()
-                           if name.startswith(PREFIX)})
-    try:
-        optimizer.load_state_dict(checkpoint["optimizer_states"][0])
-        scheduler.load_state_dict(checkpoint["lr_schedulers"][0])
-        early_stopping.load_state_dict(checkpoint["callbacks"]["EarlyStopping"])
-        model_checkpoint.load_state_dict(checkpoint["callbacks"]["ModelCheckpoint"])
-        precision.load_state_dict(checkpoint.get("precision", {}))
-        state, rng_states = checkpoint["loop_state"], checkpoint["rng_states"]
-    except (KeyError, IndexError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: cannot resume from it ({type(error).__name__}: {error})") from None
-    if state["world_size"] != world_size:
-        raise CheckpointError(f"{path}: was written by {state['world_size']} process(es); resume it with the same "
-                              f"--devices")
-    position = Position(**{name: state[name] for name in Position.__dataclass_fields__})
-    loader.load_state_dict(state["train_loader"])
-    # Fabric sets a DistributedSampler's epoch to the number of times its loader was iterated (once an epoch here):
-    # a resumed run continues that count. Fabric has no public way to say so; this is its loader's own counter.
-    fabric_loader._num_iter_calls = position.epoch + (1 if position.epoch_finished else 0)
-    return position, rng_states[rank]
-
-
-def keep_logged_rows(csv_logger, global_step: int) -> None:
-    """Fabric's CSVLogger deletes metrics.csv when it first writes; on resume, log again the rows logged before
-    the checkpoint (a row's `step` is below its global step), through a copy kept until they are written."""
-    path = Path(csv_logger.log_dir) / "metrics.csv"
-    backup = path.with_name(f".{path.name}.before-resume")
-    source = path if path.is_file() else backup  # a copy left by a run killed in between
-    if not source.is_file():
-        return
-    text = source.read_bytes()
-    if source is path:
-        backup.write_bytes(text)
-    rows = [row for row in csv.DictReader(text.decode().splitlines()) if int(row["step"]) < global_step]
-    csv_logger.experiment  # noqa: B018 -- made here: this is when Fabric's CSVLogger deletes the file
-    for row in rows:
-        csv_logger.log_metrics({key: int(value) if key == "epoch" else float(value)
-                                for key, value in row.items() if value != "" and key != "step"}, step=int(row["step"]))
-    csv_logger.save()
-    backup.unlink(missing_ok=True)
+def resume(loop, checkpoint: dict, path: Path) -> dict:
+    """Restore the run's objects from `path` with `fabric.load`, once the weights in `checkpoint` (the same file, as
+    `read_resume_checkpoint` read it) are known to fit the model; return this rank's RNG states, which the loop puts
+    back once the resumed epoch's loader has drawn its order."""
+    fabric = loop.job.fabric
+    check_weights_fit(loop.job.raw_model, checkpoint, path)
+    state = {**users_objects(loop), "rng_states": None}
+    with resuming_from(path):
+        fabric.load(path, state, weights_only=True)  # the objects in place; `rng_states` as saved
+    check_same_world_size(path, len(state["rng_states"]), fabric.world_size)
+    # a DistributedSampler's epoch: the epochs whose training began
+    continue_sampler_epochs(loop.train_loader, loop.position.epoch + (1 if loop.position.epoch_finished else 0))
+    return state["rng_states"][fabric.global_rank]

@@ -3,7 +3,8 @@
 Fabric takes over the devices and launching processes, precision (autocast and the gradient scaler), distributed
 sampling, gradient clipping, writing and reading checkpoint files, and the loggers. The loop stays the user's, and so
 do its callbacks: early stopping and the top-k checkpoint bookkeeping are vanilla/'s framework-free modules, as is the
-batch-size search's algorithm; what goes into a checkpoint is `resume_state.py` beside this file. Run from the
+batch-size search's algorithm. Beside this file: `resume_state.py`, the state `fabric.save` and `fabric.load` are
+given, and `private_api.py`, the three places where the trainer reaches past Fabric's public API. Run from the
 repository root: `python fabric/train.py --help` (the same command line as the other two).
 """
 
@@ -24,7 +25,7 @@ import copy
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import torch
@@ -34,19 +35,23 @@ from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElastic
 from lightning_fabric.strategies import DDPStrategy
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from lightning_fabric.utilities.rank_zero import rank_zero_only
-from resume_state import Position, checkpoint_state, keep_logged_rows, read_resume_checkpoint, restore
+from private_api import loader_fabric_iterates, processes_fabric_started
+from resume_state import read_resume_checkpoint, resume, save_checkpoint
 from torch.utils.data import DataLoader, Subset
 from transformers import get_constant_schedule_with_warmup
 
-from shared.checkpoint_file import PREFIX, check_weights_fit, read_checkpoint
+from shared.checkpoint_dict import load_model_weights
+from shared.checkpoint_file import read_checkpoint
 from shared.cli import parse_args
 from shared.data import PadCollator
 from shared.decoding import generate_questions
 from shared.devices import check_data_parallel, check_devices, precision_for, runs_ddp
 from shared.entry_point import exit_on_user_error
-from shared.errors import Interrupted, UserError, no_training_batches_error, out_of_memory_error
+from shared.errors import Interrupted, UserError, out_of_memory_error
 from shared.export import export_pretrained
 from shared.launcher import check_launcher
+from shared.logged_rows import LoggedRows
+from shared.loop_position import LoopPosition, num_train_batches
 from shared.model import seq2seq_loss
 from shared.pipeline import make_model, prepare_data
 from shared.predictions import in_test_order, share_of_test_set, write_test_report
@@ -54,6 +59,7 @@ from shared.process_tree import end_with_rank_zero
 from shared.resumable_loader import ResumableDataLoader
 from shared.rng_state import gather_from_every_rank, restore_rng_states
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
+from shared.run_settings import RunSettings, batch_size_to_continue, resolve_settings
 from shared.summary import end_lines, start_line
 from vanilla.batch_size_finder import cleaning_up_after_oom, is_oom_error, scale_batch_size  # reused: framework-free
 from vanilla.data_parallel import autocast_in_replicas  # reused: DataParallel's threads forget the autocast dtype
@@ -70,14 +76,15 @@ TRAINER = "fabric"  # its runs go to runs/fabric/version_N unless told otherwise
 
 @dataclass
 class Job:
-    """What the loop works with, set up by Fabric."""
+    """The model, its optimizer and schedule as Fabric set them up, and the run's settings (during the batch-size
+    search, which decides one of them, the command line's): what the steps below work with."""
 
     fabric: Fabric
     model: torch.nn.Module  # the module Fabric set up (autocast in its forward; DDP around it)
     raw_model: torch.nn.Module  # the same weights, unwrapped: checkpoints and the test phase
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    args: object
+    settings: RunSettings
 
 
 def loss_of(job: Job, batch: dict) -> torch.Tensor:
@@ -87,14 +94,15 @@ def loss_of(job: Job, batch: dict) -> torch.Tensor:
 
 
 def training_step(job: Job, batch: dict, batch_idx: int, num_batches: int) -> tuple[torch.Tensor, bool]:
-    accumulate = job.args.accumulate_grad_batches
+    """The batch's loss (detached) and whether the optimizer stepped after it."""
+    accumulate = job.settings.accumulate_grad_batches
     steps_now = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == num_batches
     with job.fabric.no_backward_sync(job.model, enabled=not steps_now):  # DDP: no all-reduce while accumulating
         loss = loss_of(job, batch)
         job.fabric.backward(loss / accumulate)
     if steps_now:
-        if job.args.gradient_clip_val > 0:
-            job.fabric.clip_gradients(job.model, job.optimizer, max_norm=job.args.gradient_clip_val,
+        if job.settings.gradient_clip_val > 0:
+            job.fabric.clip_gradients(job.model, job.optimizer, max_norm=job.settings.gradient_clip_val,
                                       error_if_nonfinite=False)
         job.optimizer.step()
         job.optimizer.zero_grad(set_to_none=True)
@@ -123,79 +131,103 @@ def sanity_check(job: Job, val_loader) -> None:
     job.model.train()
 
 
-def num_train_batches(loader, limit: float | int) -> int:
-    """`--limit-train-batches` as Lightning reads it: a whole number of batches, or a share of the epoch."""
-    if isinstance(limit, int):
-        return min(len(loader), limit)
-    batches = len(loader) if limit == 1.0 else int(len(loader) * limit)
-    if batches == 0:
-        raise no_training_batches_error(limit, len(loader))
-    return batches
+@dataclass
+class FitLoop:
+    """The loop and what it works with (Fabric's build_your_own_trainer keeps the same on its trainer): the job,
+    the loaders Fabric set up, the callbacks, and where training stands. Its steps are named as
+    vanilla/fit_loop.py names them."""
 
+    job: Job
+    train_loader: DataLoader  # Fabric's, around a ResumableDataLoader
+    val_loader: DataLoader
+    early_stopping: EarlyStopping
+    checkpoint: ModelCheckpoint
+    position: LoopPosition = field(default_factory=LoopPosition)
+    pending_rng: dict | None = None  # a resumed run's RNG states, put back once the epoch's order is drawn
+    signals: SignalConnector = field(default_factory=SignalConnector)
 
-def fit(job: Job, train_loader, resumable_loader: ResumableDataLoader, val_loader, early_stopping: EarlyStopping,
-        checkpoint: ModelCheckpoint, save, position: Position, pending_rng: dict | None) -> None:
-    """Epochs of train-then-validate until max_epochs or early stopping. `train_loader` is what Fabric made of
-    `resumable_loader` (its position goes into checkpoints); `pending_rng`, the RNG states of a run resumed
-    mid-epoch. Ctrl-C or SIGTERM stops it after the next optimizer step with a resumable last.ckpt."""
-    fabric, args = job.fabric, job.args
-    signals, progress = SignalConnector(), ProgressBar(enabled=fabric.is_global_zero)
+    def __post_init__(self):
+        self.progress = ProgressBar(enabled=self.job.fabric.is_global_zero)
 
-    def stop_if_signalled() -> None:
-        if fabric.strategy.reduce_boolean_decision(signals.received is not None, all=False):
-            checkpoint.save_last_checkpoint(save)
-            raise Interrupted(signals.received or signal.SIGTERM, position.epoch, position.global_step,
-                              checkpoint.last_model_path, announce=fabric.is_global_zero)
+    @property
+    def resumable_loader(self) -> ResumableDataLoader:
+        return loader_fabric_iterates(self.train_loader)
 
-    with signals.catching_stop_signals():
-        if position.global_step == 0 and position.batches_done == 0 and not position.epoch_finished:
-            sanity_check(job, val_loader)
-        while not position.should_stop:
-            if position.epoch_finished:
-                if position.epoch + 1 >= args.max_epochs:
-                    break
-                position.epoch, position.batches_done, position.epoch_finished = position.epoch + 1, 0, False
-            num_batches = num_train_batches(train_loader, args.limit_train_batches)
-            if position.batches_done == 0:
-                position.train_loss_sum, position.train_samples = torch.tensor(0.0), 0
-            job.model.train()
-            batches = iter(train_loader)  # resumed mid-epoch: the same order, trained batches skipped
-            progress.start_epoch(position.epoch, num_batches, done=position.batches_done)
-            for batch_idx in range(position.batches_done, num_batches):
-                batch = next(batches)
-                if pending_rng is not None:  # resumed: once the loader drew the epoch's order
-                    restore_rng_states(pending_rng)
-                    pending_rng = None
-                loss, stepped = training_step(job, batch, batch_idx, num_batches)
-                position.train_loss_sum = position.train_loss_sum + loss.float().cpu() * batch["input_ids"].size(0)
-                position.train_samples += batch["input_ids"].size(0)
-                position.batches_done = resumable_loader.batches_trained = batch_idx + 1
-                progress.advance(loss.item())
-                if stepped:
-                    position.global_step += 1
-                    every = args.checkpoint_every_n_steps
-                    if batch_idx + 1 < num_batches:  # after the last batch, the epoch's end and its checkpoint
-                        if every and position.global_step % every == 0:
-                            checkpoint.save_last_checkpoint(save)
-                        stop_if_signalled()
-            dev_loss = validate(job, val_loader)
-            train_loss = position.train_loss_sum / position.train_samples
-            resumable_loader.batches_trained = 0
-            # epoch-end values at the index of the epoch's last optimizer step, as Lightning logs them
-            for row in ({"dev_loss": dev_loss.item(), "epoch": position.epoch},
-                        {"train_loss": train_loss.item(), "epoch": position.epoch}):
-                fabric.log_dict(row, step=position.global_step - 1)
-            for logger in fabric.loggers:
-                logger.save()  # every row on disk as soon as it is logged (loggers write on rank 0 only)
-            progress.end_epoch(train_loss=train_loss.item(), dev_loss=dev_loss.item())
-            should_stop, message = early_stopping.check(dev_loss, position.epoch)
-            position.should_stop = fabric.strategy.reduce_boolean_decision(should_stop, all=False)
-            position.epoch_finished = True
-            if fabric.is_global_zero:
-                print(f"epoch {position.epoch}: train_loss={train_loss.item():.4f} dev_loss={dev_loss.item():.4f} "
-                      f"step={position.global_step} | {message}")
-            checkpoint.on_validation_epoch_end(position.epoch, dev_loss, save)
-        stop_if_signalled()  # a signal after the last batch: resuming goes straight to the test phase
+    def fit(self, sanity_check_first: bool) -> None:
+        """Epochs of train-then-validate until max_epochs or early stopping. Ctrl-C or SIGTERM stops it after the
+        next optimizer step with a resumable last.ckpt."""
+        pos = self.position
+        with self.signals.catching_stop_signals():
+            if sanity_check_first:
+                sanity_check(self.job, self.val_loader)
+            while not pos.should_stop:
+                if pos.epoch_finished:  # move on; also where a run resumed from an end-of-epoch checkpoint starts
+                    if pos.epoch + 1 >= self.job.settings.max_epochs:
+                        break
+                    pos.epoch, pos.batches_done, pos.epoch_finished = pos.epoch + 1, 0, False
+                    self.restore_pending_rng()
+                self.train_epoch()
+                self.on_epoch_end(validate(self.job, self.val_loader))
+            self.stop_if_signalled()  # a signal after the last batch: resuming goes straight to the test phase
+
+    def train_epoch(self) -> None:
+        pos, settings = self.position, self.job.settings
+        num_batches = num_train_batches(len(self.train_loader), settings.limit_train_batches)
+        if pos.batches_done == 0:
+            pos.train_loss_sum, pos.train_samples = torch.tensor(0.0), 0
+        self.job.model.train()
+        batches = iter(self.train_loader)  # resumed mid-epoch: the same order, trained batches skipped
+        self.progress.start_epoch(pos.epoch, num_batches, done=pos.batches_done)
+        for batch_idx in range(pos.batches_done, num_batches):
+            batch = next(batches)
+            self.restore_pending_rng()  # resumed: once the loader drew the epoch's order, as the interrupted run had
+            loss, stepped = training_step(self.job, batch, batch_idx, num_batches)
+            pos.train_loss_sum = pos.train_loss_sum + loss.float().cpu() * batch["input_ids"].size(0)
+            pos.train_samples += batch["input_ids"].size(0)
+            pos.batches_done = batch_idx + 1
+            self.progress.advance(loss.item())
+            if stepped:
+                pos.global_step += 1
+                if batch_idx + 1 < num_batches:  # after the last batch, the epoch's end and its checkpoint
+                    every = settings.checkpoint_every_n_steps
+                    if every and pos.global_step % every == 0:
+                        self.save_last()
+                    self.stop_if_signalled()
+
+    def on_epoch_end(self, dev_loss: torch.Tensor) -> None:
+        """Log the epoch's values, then early stopping, then the checkpoints (Lightning runs those last)."""
+        pos, fabric = self.position, self.job.fabric
+        train_loss = pos.train_loss_sum / pos.train_samples
+        # epoch-end values at the index of the epoch's last optimizer step, as Lightning logs them
+        for row in ({"dev_loss": dev_loss.item(), "epoch": pos.epoch},
+                    {"train_loss": train_loss.item(), "epoch": pos.epoch}):
+            fabric.log_dict(row, step=pos.global_step - 1)
+        for logger in fabric.loggers:
+            logger.save()  # every row on disk as soon as it is logged (loggers write on rank 0 only)
+        self.progress.end_epoch(train_loss=train_loss.item(), dev_loss=dev_loss.item())
+        should_stop, message = self.early_stopping.check(dev_loss, pos.epoch)
+        pos.should_stop = fabric.strategy.reduce_boolean_decision(should_stop, all=False)
+        pos.epoch_finished = True
+        if fabric.is_global_zero:
+            print(f"epoch {pos.epoch}: train_loss={train_loss.item():.4f} dev_loss={dev_loss.item():.4f} "
+                  f"step={pos.global_step} | {message}")
+        self.checkpoint.on_validation_epoch_end(pos.epoch, dev_loss, lambda path: save_checkpoint(self, path))
+
+    def save_last(self) -> None:
+        self.checkpoint.save_last_checkpoint(lambda path: save_checkpoint(self, path))
+
+    def stop_if_signalled(self) -> None:
+        fabric = self.job.fabric
+        # a signal to any rank stops every rank at this batch
+        if fabric.strategy.reduce_boolean_decision(self.signals.received is not None, all=False):
+            self.save_last()
+            raise Interrupted(self.signals.received or signal.SIGTERM, self.position.epoch, self.position.global_step,
+                              self.checkpoint.last_model_path, announce=fabric.is_global_zero)
+
+    def restore_pending_rng(self) -> None:
+        if self.pending_rng is not None:
+            restore_rng_states(self.pending_rng)
+            self.pending_rng = None
 
 
 def search_batch_size(job: Job, make_loader, dataset_length: int) -> int:
@@ -217,34 +249,33 @@ def search_batch_size(job: Job, make_loader, dataset_length: int) -> int:
 
     # Fabric's precision plugin holds the GradScaler (16-mixed only): an out-of-memory trial must end its step
     trial = cleaning_up_after_oom(run_trial, job.optimizer, getattr(job.fabric.strategy.precision, "scaler", None))
+    mode = job.settings.auto_batch_size
     with isolate_rng():
         try:
-            result = scale_batch_size(trial, job.args.batch_size, dataset_length, mode=job.args.auto_batch_size)
+            result = scale_batch_size(trial, job.settings.batch_size, dataset_length, mode=mode)
         finally:
             for part, state in zip(parts, saved, strict=True):
                 part.load_state_dict(state)
             job.optimizer.zero_grad(set_to_none=True)
-    print(f"batch-size search ({job.args.auto_batch_size}): tried {result.tried} -> batch size {result.batch_size}")
+    print(f"batch-size search ({mode}): tried {result.tried} -> batch size {result.batch_size}")
     return result.batch_size
 
 
 def test_phase(job: Job, data, ckpt_path: str, output_dir: Path) -> dict | None:
     """Every process loads the checkpoint and generates for its share of the test batches (all of them in one
     process); rank 0 gathers the shares in order, scores them and writes the files. The scores on rank 0."""
-    checkpoint = read_checkpoint(ckpt_path)
-    check_weights_fit(job.raw_model, checkpoint, ckpt_path)
-    job.raw_model.load_state_dict({name.removeprefix(PREFIX): tensor for name, tensor in
-                                   checkpoint["state_dict"].items() if name.startswith(PREFIX)})
+    load_model_weights(job.raw_model, read_checkpoint(ckpt_path), ckpt_path)
     job.raw_model.eval()
-    fabric, batch_size = job.fabric, job.args.batch_size
-    share = Subset(data.test, share_of_test_set(len(data.test), batch_size, fabric.global_rank, fabric.world_size))
-    loader = DataLoader(share, batch_size=batch_size, collate_fn=PadCollator(data.tokenizer.pad_token_id))
+    fabric, settings = job.fabric, job.settings
+    share = Subset(data.test, share_of_test_set(len(data.test), settings.batch_size, fabric.global_rank,
+                                                fabric.world_size))
+    loader = DataLoader(share, batch_size=settings.batch_size, collate_fn=PadCollator(data.tokenizer.pad_token_id))
     batches: list[list[str]] = []
     for batch in loader:
         with fabric.autocast():
             batch = fabric.to_device(batch)
-            batches.append(generate_questions(job.raw_model, data.tokenizer, batch, job.args.num_beams,
-                                              job.args.max_target_length))
+            batches.append(generate_questions(job.raw_model, data.tokenizer, batch, settings.num_beams,
+                                              settings.max_target_length))
     batches_of_each_rank = gather_from_every_rank(batches)  # Fabric's all_gather takes tensors only
     if not fabric.is_global_zero:
         return None
@@ -261,24 +292,28 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.strategy == "dp":  # Fabric alone would fall back to ddp without CUDA, with a warning
         check_data_parallel(cuda)
     output_dir = choose_run_directory(args, TRAINER, rank_zero_only.rank)
-    args.output_dir = str(output_dir)
     if rank_zero_only.rank == 0:
         prepare_output_dir(output_dir, args.resume, args.overwrite)
-    csv_logger = CSVLogger(output_dir, name="", version="")
-    tensorboard_logger = TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)
+    fabric = launch(args, cuda, output_dir)
+    with other_ranks_stopped_on_failure(fabric):
+        return train_and_test(fabric, args, output_dir, started)
+
+
+def launch(args, cuda: bool, output_dir: Path) -> Fabric:
+    """`Fabric(...)` with the run's loggers, and `fabric.launch()`; Fabric's refusals in one line."""
+    loggers = [CSVLogger(output_dir, name="", version=""),
+               TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)]
     try:
         strategy = DDPStrategy(timeout=timedelta(seconds=args.ddp_timeout)) if runs_ddp(args, cuda) else args.strategy
         fabric = Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-                        strategy=strategy, precision=precision_for(args.precision, cuda),
-                        loggers=[csv_logger, tensorboard_logger])
+                        strategy=strategy, precision=precision_for(args.precision, cuda), loggers=loggers)
     except (MisconfigurationException, ValueError, RuntimeError, TypeError) as error:  # no GPU, too many GPUs
         raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
     try:
         fabric.launch()
     except ValueError as error:  # the launcher's world is not --num-nodes x --devices processes
         raise UserError(f"--num-nodes/--devices: {error}") from None
-    with other_ranks_stopped_on_failure(fabric):
-        return train_and_test(fabric, args, output_dir, started)
+    return fabric
 
 
 @contextmanager
@@ -290,20 +325,13 @@ def other_ranks_stopped_on_failure(fabric: Fabric):
     except Interrupted:
         raise
     except BaseException:
-        for process in getattr(fabric.strategy.launcher, "procs", []):
+        for process in processes_fabric_started(fabric):
             process.kill()
         raise
 
 
-def train_and_test(fabric: Fabric, args, output_dir: Path, started: float) -> dict | None:
-    csv_logger, tensorboard_logger = fabric.loggers
-    resume_path = resolve_resume_path(output_dir, args.resume) if args.resume else None
-    resume = read_resume_checkpoint(fabric, resume_path) if resume_path else None
-    if resume is not None:  # continue at the batch size the run had (it may have come from the search)
-        args.batch_size = resume["hyper_parameters"].get("batch_size", args.batch_size)
-
-    fabric.seed_everything(args.seed, workers=False, verbose=False)
-    data = prepare_data(args, output_dir, save_tokenizer=fabric.is_global_zero)
+def set_up_job(fabric: Fabric, args, data) -> Job:
+    """The model (seeded as Lightning seeds it), AdamW and the warm-up schedule, set up by Fabric."""
     raw_model = make_model(args, data.tokenizer)
     if fabric.world_size > 1:
         fabric.seed_everything(args.seed, workers=False, verbose=False)  # as Lightning re-seeds when DDP starts
@@ -314,74 +342,77 @@ def train_and_test(fabric: Fabric, args, output_dir: Path, started: float) -> di
     scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=args.warmup_steps)
     model, optimizer = fabric.setup(autocast_in_replicas(raw_model, args.precision) if args.strategy == "dp"
                                     else raw_model, optimizer)
-    job = Job(fabric, model, raw_model, optimizer, scheduler, args)
-    collate = PadCollator(data.tokenizer.pad_token_id)
+    return Job(fabric, model, raw_model, optimizer, scheduler, args)
 
-    def make_train_loader(batch_size: int) -> ResumableDataLoader:
-        return ResumableDataLoader(data.train, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                                   num_workers=args.num_workers)
 
-    if args.auto_batch_size and resume is None:
-        args.batch_size = search_batch_size(job, make_train_loader, len(data.train))
+def make_train_loader(data, batch_size: int, num_workers: int) -> ResumableDataLoader:
+    return ResumableDataLoader(data.train, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                               collate_fn=PadCollator(data.tokenizer.pad_token_id))
+
+
+def make_fit_loop(job: Job, data) -> FitLoop:
+    """The loaders set up by Fabric (a DistributedSampler under DDP) and the callbacks, from the run's settings."""
+    fabric, settings = job.fabric, job.settings
     train_loader, val_loader = fabric.setup_dataloaders(
-        make_train_loader(args.batch_size), DataLoader(data.dev, batch_size=args.batch_size, collate_fn=collate,
-                                                       num_workers=args.num_workers))
-    resumable_loader = train_loader._dataloader  # the ResumableDataLoader Fabric iterates (its own copy under DDP)
+        make_train_loader(data, settings.batch_size, settings.num_workers),
+        DataLoader(data.dev, batch_size=settings.batch_size, collate_fn=PadCollator(data.tokenizer.pad_token_id),
+                   num_workers=settings.num_workers))
+    return FitLoop(job, train_loader, val_loader,
+                   EarlyStopping("dev_loss", patience=settings.patience, min_delta=settings.min_delta),
+                   ModelCheckpoint(Path(settings.output_dir) / "checkpoints", save_top_k=settings.save_top_k,
+                                   is_writer=fabric.is_global_zero))
 
-    hparams = dict(vars(args))
-    early_stopping = EarlyStopping("dev_loss", patience=args.patience, min_delta=args.min_delta)
-    checkpoint = ModelCheckpoint(output_dir / "checkpoints", save_top_k=args.save_top_k,
-                                 is_writer=fabric.is_global_zero)
-    position = Position()
 
-    def save(path: Path) -> None:
-        state = checkpoint_state(raw_model, optimizer, scheduler, fabric.strategy.precision, early_stopping,
-                                 checkpoint, position, resumable_loader, hparams)
-        try:
-            fabric.save(path, state)
-        except OSError as error:
-            raise UserError(f"cannot write checkpoint {path}: {error.strerror or error}; the previous "
-                            f"checkpoint, if any, is intact") from None
-
-    pending_rng = None
-    if resume is not None:
-        position, pending_rng = restore(resume, resume_path, raw_model, optimizer, scheduler,
-                                        fabric.strategy.precision, early_stopping, checkpoint, resumable_loader,
-                                        train_loader, fabric.world_size, fabric.global_rank)
-        if position.epoch_finished:  # between epochs: the next epoch draws its order from these generators
-            restore_rng_states(pending_rng)
-            pending_rng = None
-        resume = None
+def train_and_test(fabric: Fabric, args, output_dir: Path, started: float) -> dict | None:
+    resume_path = resolve_resume_path(output_dir, args.resume) if args.resume else None
+    to_resume = read_resume_checkpoint(resume_path) if resume_path else None
+    fabric.seed_everything(args.seed, workers=False, verbose=False)
+    data = prepare_data(args, output_dir, save_tokenizer=fabric.is_global_zero)
+    job = set_up_job(fabric, args, data)
+    batch_size = batch_size_to_continue(to_resume, args)
+    if args.auto_batch_size and to_resume is None:
+        batch_size = search_batch_size(job, lambda size: make_train_loader(data, size, args.num_workers),
+                                       len(data.train))
+    settings = resolve_settings(args, output_dir, batch_size)  # read-only from here on
+    loop = make_fit_loop(replace(job, settings=settings), data)
+    csv_logger, tensorboard_logger = fabric.loggers
+    if to_resume is not None:
+        loop.pending_rng = resume(loop, to_resume, resume_path)
+        to_resume = None  # restored: the run keeps no second copy
         if fabric.is_global_zero:
-            print(f"resumed from {resume_path}: epoch {position.epoch}, step {position.global_step}, "
-                  f"{position.batches_done} batches into the epoch")
-            keep_logged_rows(csv_logger, position.global_step)
+            print(f"resumed from {resume_path}: epoch {loop.position.epoch}, step {loop.position.global_step}, "
+                  f"{loop.position.batches_done} batches into the epoch")
+            LoggedRows(Path(csv_logger.log_dir) / "metrics.csv").log_again(csv_logger, loop.position.global_step)
     if fabric.is_global_zero:  # Fabric's loggers write no hparams.yaml (the Trainer's do): as vanilla/ writes it
-        save_hparams(output_dir, hparams)
-        tensorboard_dir = Path(tensorboard_logger.log_dir)
-        tensorboard_dir.mkdir(parents=True, exist_ok=True)
-        save_hparams(tensorboard_dir, hparams)
+        for log_dir in (output_dir, Path(tensorboard_logger.log_dir)):
+            log_dir.mkdir(parents=True, exist_ok=True)
+            save_hparams(log_dir, dict(vars(settings)))
     status = "failed"
     try:
-        fit(job, train_loader, resumable_loader, val_loader, early_stopping, checkpoint, save, position,
-            pending_rng)
+        loop.fit(sanity_check_first=resume_path is None)
         status = "success"
     except RuntimeError as error:
         if is_oom_error(error):
-            raise out_of_memory_error(args.batch_size) from None
+            raise out_of_memory_error(settings.batch_size) from None
         raise
     finally:
         for logger in fabric.loggers:
             logger.finalize(status)
-    if position.should_stop and fabric.is_global_zero:
-        print(f"early stopping: {early_stopping.stopping_reason_message}")
-    ckpt_path = fabric.broadcast(checkpoint.best_model_path or checkpoint.last_model_path)  # rank 0 wrote the files
+    if loop.position.should_stop and fabric.is_global_zero:
+        print(f"early stopping: {loop.early_stopping.stopping_reason_message}")
+    return test_and_export(loop, data, started)
+
+
+def test_and_export(loop: FitLoop, data, started: float) -> dict | None:
+    """The test phase on the best checkpoint (else last.ckpt), then, on rank 0, the exported model."""
+    fabric, output_dir = loop.job.fabric, Path(loop.job.settings.output_dir)
+    ckpt_path = fabric.broadcast(loop.checkpoint.best_model_path or loop.checkpoint.last_model_path)  # rank 0's
     if fabric.is_global_zero:
         print(f"testing {ckpt_path}")
-    report = test_phase(job, data, ckpt_path, output_dir)
+    report = test_phase(loop.job, data, ckpt_path, output_dir)
     if not fabric.is_global_zero:
         return None  # the other ranks have no collective left: they leave
-    export_pretrained(raw_model, data.tokenizer, output_dir / "export")
+    export_pretrained(loop.job.raw_model, data.tokenizer, output_dir / "export")
     print(end_lines(report, ckpt_path, output_dir / "export", started))
     return report
 

@@ -10,22 +10,12 @@ it), and every rank's RNG states.
 
 from __future__ import annotations
 
-import torch
-
-from shared.checkpoint_file import PREFIX, CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
+from shared.checkpoint_dict import LIGHTNING_LAYOUT, check_same_world_size, load_model_weights, resuming_from
+from shared.checkpoint_file import PREFIX, check_resumable_by, read_checkpoint
 from shared.rng_state import collect_rng_states
 from vanilla import ddp
 from vanilla.checkpoint_io import atomic_save
 from vanilla.fit_loop import FitLoop
-
-# The Lightning checkpoint layout this dict follows (Lightning will not read a checkpoint without the key).
-LIGHTNING_LAYOUT = "2.6.6"
-
-
-def load_model_weights(model: torch.nn.Module, checkpoint: dict, path) -> None:
-    check_weights_fit(model, checkpoint, path)
-    model.load_state_dict({name.removeprefix(PREFIX): tensor for name, tensor in checkpoint["state_dict"].items()
-                           if name.startswith(PREFIX)})
 
 
 def dump_checkpoint(loop: FitLoop, hyper_parameters: dict) -> dict:
@@ -69,17 +59,13 @@ def restore_checkpoint(loop: FitLoop, checkpoint: dict, path, rank: int) -> None
     """Restore everything `dump_checkpoint` saved; RNG is applied when the resumed epoch's iterator exists."""
     optimization = loop.optimization
     load_model_weights(optimization.model, checkpoint, path)
-    try:
+    with resuming_from(path):
         optimization.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
         optimization.scheduler.load_state_dict(checkpoint["lr_schedulers"][0])
         loop.early_stopping.load_state_dict(checkpoint["callbacks"]["EarlyStopping"])
         loop.checkpoint.load_state_dict(checkpoint["callbacks"]["ModelCheckpoint"])
         optimization.precision.load_state_dict(checkpoint.get("precision", {}))
         state, rng_states = checkpoint["loop_state"], checkpoint["rng_states"]
-    except (KeyError, IndexError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: cannot resume from it ({type(error).__name__}: {error})") from None
-    if state["world_size"] != ddp.world_size():
-        raise CheckpointError(f"{path}: was written by {state['world_size']} process(es); resume it with the same "
-                              f"--devices")
+    check_same_world_size(path, state["world_size"], ddp.world_size())
     loop.load_state_dict(state)
     loop.restore_rng_at_resume(rng_states[rank])

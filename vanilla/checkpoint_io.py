@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from shared.checkpoint_file import CheckpointError
+from shared.checkpoint_dict import cannot_write
 
 
 def atomic_save(checkpoint: dict, path: str | Path) -> None:
@@ -29,8 +29,7 @@ def atomic_save(checkpoint: dict, path: str | Path) -> None:
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; "
-                              f"the previous checkpoint, if any, is intact") from None
+        raise cannot_write(path, error) from None
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from shared.checkpoint_dict import load_model_weights
 from shared.checkpoint_file import read_checkpoint
 from shared.data import PadCollator, QGDataset
 from shared.decoding import generate_questions
 from shared.errors import UserError
 from shared.predictions import in_test_order, share_of_test_set, write_test_report
 from vanilla import ddp
-from vanilla.checkpoint_connector import load_model_weights
 from vanilla.model_checkpoint import ModelCheckpoint
 from vanilla.precision import Precision
 

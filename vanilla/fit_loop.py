@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from shared.errors import Interrupted, no_training_batches_error
+from shared import loop_position
+from shared.errors import Interrupted
+from shared.loop_position import num_train_batches
 from shared.resumable_loader import ResumableDataLoader
 from shared.rng_state import restore_rng_states
 from vanilla import ddp
@@ -44,21 +46,14 @@ class LoopConfig:
     checkpoint_every_n_steps: int = 0
 
     @classmethod
-    def from_args(cls, args) -> LoopConfig:
-        return cls(args.max_epochs, args.limit_train_batches, args.checkpoint_every_n_steps)
+    def from_settings(cls, settings) -> LoopConfig:
+        return cls(settings.max_epochs, settings.limit_train_batches, settings.checkpoint_every_n_steps)
 
 
 @dataclass
-class LoopPosition:
-    """Where training stands."""
+class LoopPosition(loop_position.LoopPosition):
+    """Where training stands (shared with the Fabric trainer's loop), and how many rows this loop logged."""
 
-    epoch: int = 0
-    global_step: int = 0
-    batches_done: int = 0  # batches of `epoch` already trained
-    epoch_finished: bool = False  # validation and epoch-end of `epoch` done
-    should_stop: bool = False
-    train_loss_sum: torch.Tensor = field(default_factory=lambda: torch.tensor(0.0))
-    train_samples: int = 0
     logged_rows: int = 0  # rows in metrics.csv; a resumed run drops any written after its checkpoint
 
 
@@ -81,10 +76,10 @@ class FitLoop:
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {**asdict(self.position), "train_loader": self.train_loader.state_dict()}
+        return {**self.position.state_dict(), "train_loader": self.train_loader.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.position = LoopPosition(**{name: state[name] for name in LoopPosition.__dataclass_fields__})
+        self.position.load_state_dict(state)
         self.train_loader.load_state_dict(state["train_loader"])
         self.stop_reason = self.early_stopping.stopping_reason_message if self.position.should_stop else None
 
@@ -134,21 +129,10 @@ class FitLoop:
     def save_last(self) -> None:
         self.checkpoint.save_last_checkpoint(lambda path: self.save_checkpoint(self, path))
 
-    def num_train_batches(self) -> int:
-        """Lightning's `limit_train_batches`: a whole number is a count of batches, a fraction a share."""
-        total = len(self.train_loader)
-        limit = self.config.limit_train_batches
-        if isinstance(limit, int):
-            return min(total, limit)
-        batches = total if limit == 1.0 else int(total * limit)
-        if batches == 0:
-            raise no_training_batches_error(limit, total)
-        return batches
-
     # ---------------------------------------------------------------- train
     def train_epoch(self) -> None:
         pos = self.position
-        num_batches = self.num_train_batches()
+        num_batches = num_train_batches(len(self.train_loader), self.config.limit_train_batches)
         if isinstance(self.train_loader.sampler, DistributedSampler):
             self.train_loader.sampler.set_epoch(pos.epoch)
         if pos.batches_done == 0:
