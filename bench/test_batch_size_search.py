@@ -67,7 +67,7 @@ def fabric_search(argv) -> tuple[float, int]:
 
 
 def lightning_search(argv) -> tuple[float, int]:
-    from tests.conftest import load_lightning_train
+    from tests.conftest import load_lightning_train, loss_home
 
     train = load_lightning_train()
     seconds, trials, state = [], [], {"searching": False}
@@ -84,7 +84,7 @@ def lightning_search(argv) -> tuple[float, int]:
         return Tuner
 
     with patched(train, "Tuner", timed_tuner), \
-            patched(train, "seq2seq_loss", oom_above_limit(trials, lambda: state["searching"])):
+            patched(loss_home("lightning"), "seq2seq_loss", oom_above_limit(trials, lambda: state["searching"])):
         train.main(argv)
     return seconds[0], len(trials)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,13 @@ def load_train(trainer: str):
 
 def load_lightning_train():
     return load_train("lightning")
+
+
+def loss_home(trainer: str):
+    """The module whose code calls `seq2seq_loss` in `trainer`, where a test replaces the loss: its train.py, but
+    for Lightning the LightningModule's file, lightning/plain_lightning.py."""
+    train = load_train(trainer)
+    return sys.modules[train.QGModule.__module__] if trainer == "lightning" else train
 
 
 # ---------------------------------------------------------------- the parity report (tests marked `parity`)

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from shared.errors import UserError
-from tests.conftest import REPO, TRAINERS, load_train, tiny_args
+from tests.conftest import REPO, TRAINERS, load_train, loss_home, tiny_args
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -185,8 +185,8 @@ def test_failed_checkpoint_write_keeps_the_previous_one_and_is_one_line(tiny_dat
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_nan_loss_stops_the_run_keeps_the_best_checkpoint_and_still_tests(tiny_data, tmp_path, monkeypatch, capsys,
                                                                            trainer, bad):
-    train = module(trainer)
-    original = train.seq2seq_loss
+    home = loss_home(trainer)
+    original = home.seq2seq_loss
     steps = [0]
 
     def loss(model, batch):
@@ -197,7 +197,7 @@ def test_nan_loss_stops_the_run_keeps_the_best_checkpoint_and_still_tests(tiny_d
                 return value * float(bad)
         return value
 
-    monkeypatch.setattr(train, "seq2seq_loss", loss)
+    monkeypatch.setattr(home, "seq2seq_loss", loss)
     out = tmp_path / "run"
     report = run(trainer, tiny_data, out, "--max-epochs", "5")
     printed = capsys.readouterr().out
@@ -209,15 +209,15 @@ def test_nan_loss_stops_the_run_keeps_the_best_checkpoint_and_still_tests(tiny_d
 # ---------------------------------------------------------------- out of memory
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_out_of_memory_in_training_suggests_the_remedies(tiny_data, tmp_path, monkeypatch, trainer):
-    train = module(trainer)
-    original = train.seq2seq_loss
+    home = loss_home(trainer)
+    original = home.seq2seq_loss
 
     def loss(model, batch):
         if model.training:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         return original(model, batch)
 
-    monkeypatch.setattr(train, "seq2seq_loss", loss)
+    monkeypatch.setattr(home, "seq2seq_loss", loss)
     with pytest.raises(UserError) as error:
         run(trainer, tiny_data, tmp_path / "run")
     message = str(error.value)

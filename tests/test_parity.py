@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from shared.errors import UserError
-from tests.conftest import REPO, TRAINERS, load_train, tiny_args
+from tests.conftest import REPO, TRAINERS, load_train, loss_home, tiny_args
 from tests.parity_report import CURVES, record_parity
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
@@ -178,8 +178,8 @@ def test_batch_size_search_tries_the_same_sizes(tiny_data, tmp_path, monkeypatch
                 state["searching"] = False
 
     monkeypatch.setattr(lightning_train, "Tuner", Tuner)
-    monkeypatch.setattr(lightning_train, "seq2seq_loss",
-                        oom_above(40, tried, lambda: state["searching"])(lightning_train.seq2seq_loss))
+    monkeypatch.setattr(loss_home("lightning"), "seq2seq_loss",
+                        oom_above(40, tried, lambda: state["searching"])(loss_home("lightning").seq2seq_loss))
     run("lightning", tiny_data, tmp_path / "lightning", *extra)
     searches["lightning"] = (tried, int(re.search(r"-> batch size (\d+)", capsys.readouterr().out).group(1)))
     same = compare(f"batch-size search ({mode}, OOM above 40)", searches,
