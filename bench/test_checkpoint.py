@@ -14,8 +14,8 @@ ROUNDS = 5
 
 @pytest.fixture(scope="module")
 def trained(bench_data, tmp_path_factory):
-    """Each trainer after a 4-step run, with its objects kept: vanilla's FitLoop, the Fabric trainer's fit()
-    arguments, Lightning's Trainer."""
+    """Each trainer after a 4-step run, with its objects kept: vanilla's FitLoop, the Fabric trainer's FitLoop,
+    Lightning's Trainer."""
     from pytorch_lightning.trainer.states import TrainerFn
 
     from tests.conftest import load_lightning_train, load_train
@@ -36,12 +36,12 @@ def trained(bench_data, tmp_path_factory):
     fabric_train = load_train("fabric")
 
     def keep_fit(original):
-        def fit(*args):
-            kept["fabric"] = args  # job, train_loader, loader, val_loader, early_stopping, checkpoint, save, ...
-            return original(*args)
+        def fit(self, *args, **kwargs):
+            kept["fabric"] = self  # the Fabric trainer's FitLoop
+            return original(self, *args, **kwargs)
         return fit
 
-    with patched(fabric_train, "fit", keep_fit):
+    with patched(fabric_train.FitLoop, "fit", keep_fit):
         fabric_train.main(run_args(bench_data, tmp_path_factory.mktemp("fabric"), "small", 4))
 
     lightning_train = load_lightning_train()
@@ -57,7 +57,9 @@ def save(trained, trainer: str, path) -> None:
         loop = trained["vanilla"]
         loop.save_checkpoint(loop, path)  # dump_checkpoint + atomic_save, as train.py wires it
     elif trainer == "fabric":
-        trained["fabric"][6](path)  # the save() fabric/train.py hands its loop: the state dict, then fabric.save
+        from resume_state import save_checkpoint  # fabric/resume_state.py (on the path once fabric/train.py loaded)
+
+        save_checkpoint(trained["fabric"], path)  # the user's objects, then fabric.save
     else:
         trained["lightning"].save_checkpoint(path, weights_only=False)
 
@@ -72,11 +74,10 @@ def load(trained, trainer: str, path) -> None:
         from tests.conftest import load_train
 
         load_train("fabric")  # puts fabric/ on the path for its resume_state module
-        from resume_state import read_resume_checkpoint, restore
+        from resume_state import read_resume_checkpoint, resume
 
-        job, train_loader, loader, _, early_stopping, checkpoint, *_ = trained["fabric"]
-        restore(read_resume_checkpoint(job.fabric, path), path, job.raw_model, job.optimizer, job.scheduler,
-                job.fabric.strategy.precision, early_stopping, checkpoint, loader, train_loader, 1, 0)
+        loop = trained["fabric"]
+        loop.pending_rng = resume(loop, read_resume_checkpoint(path), path)  # fabric.load, as a resumed run does
     else:
         # what Trainer.fit(ckpt_path=...) does before training: read, then restore model, callbacks, loops,
         # optimizer and scheduler (a private entry point, used here to time exactly that part)

@@ -17,7 +17,6 @@ to add both, and the callbacks below use them (`exact_resume_callbacks` lists th
 
 from __future__ import annotations
 
-import csv
 import signal
 import threading
 from pathlib import Path
@@ -31,6 +30,7 @@ from torchmetrics import Metric
 
 from shared.checkpoint_file import CheckpointError
 from shared.errors import Interrupted
+from shared.logged_rows import LoggedRows
 from shared.rng_state import collect_rng_states, gather_from_every_rank, restore_rng_states
 
 
@@ -120,44 +120,25 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 class KeepLoggedRows(Callback):
-    """Lightning's CSVLogger deletes metrics.csv when fit starts. On resume, this reads it before (when the Trainer
-    is built) and keeps a copy beside it until its rows are safe again: the rows logged before the checkpoint (a
-    row's `step` is below the checkpoint's global step) are logged again, those the interrupted run logged after
-    it are dropped; if fit fails before that (a refused checkpoint, say), the file is put back as it was."""
+    """Lightning's CSVLogger deletes metrics.csv when fit starts. On resume, the rows logged before the checkpoint
+    are logged again, those the interrupted run logged after it dropped (`shared.logged_rows`, read when the Trainer
+    is built); if fit fails before that (a refused checkpoint, say), the file is put back as it was."""
 
     def __init__(self, metrics_csv: Path, resuming: bool):
-        self.path, self.backup = metrics_csv, metrics_csv.with_name(f".{metrics_csv.name}.before-resume")
-        self._text, self._rows = None, []
-        if not resuming:
-            return
-        source = metrics_csv if metrics_csv.is_file() else self.backup  # a copy left by a run killed in between
-        self._text = source.read_bytes() if source.is_file() else None
-        self._rows = list(csv.DictReader(self._text.decode().splitlines())) if self._text else []
-        if self._text is not None and source is metrics_csv and rank_zero_only.rank == 0:
-            self.backup.write_bytes(self._text)
+        self.rows = LoggedRows(metrics_csv, is_writer=rank_zero_only.rank == 0) if resuming else None
+        self.global_step = 0
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        self._rows = [row for row in self._rows if int(row["step"]) < checkpoint["global_step"]]
+        self.global_step = checkpoint["global_step"]
 
     def on_fit_start(self, trainer, pl_module) -> None:  # after the restore; also when no training is left
         logger = next((logger for logger in trainer.loggers if isinstance(logger, CSVLogger)), None)
-        if self._text is None or logger is None:
-            return
-        for row in self._rows:
-            logger.log_metrics({key: int(value) if key == "epoch" else float(value)
-                                for key, value in row.items() if value != "" and key != "step"}, step=int(row["step"]))
-        logger.save()
-        self._done(trainer)
+        if self.rows is not None and logger is not None:
+            self.rows.log_again(logger, self.global_step)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        if self._text is not None and trainer.is_global_zero:
-            self.path.write_bytes(self._text)
-        self._done(trainer)
-
-    def _done(self, trainer) -> None:
-        if self._text is not None and trainer.is_global_zero:
-            self.backup.unlink(missing_ok=True)
-        self._text, self._rows = None, []
+        if self.rows is not None:
+            self.rows.put_back()
 
 
 class StopOnSignal(Callback):

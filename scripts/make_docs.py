@@ -58,8 +58,8 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
         "vanilla": ["vanilla/fit_loop.py::FitLoop.run@while not pos.should_stop..self.on_epoch_end(",
                     "vanilla/optimization.py::Optimization.optimizer_step"],
         "fabric": ["fabric/train.py::training_step@with job.fabric.no_backward_sync..job.scheduler.step()"],
-        "lightning": ["lightning/train.py::QGModule.training_step",
-                      "lightning/train.py::main@pl.Trainer(max_epochs=,accumulate_grad_batches=)"],
+        "lightning": ["lightning/plain_lightning.py::QGModule.training_step",
+                      "lightning/plain_lightning.py::make_trainer@pl.Trainer(max_epochs=,accumulate_grad_batches=)"],
     },
     "early stopping": {
         "says": "Lightning stops early with one callback, `EarlyStopping(monitor=\"dev_loss\", patience=...)` "
@@ -71,8 +71,8 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
                     "vanilla/fit_loop.py::FitLoop.on_epoch_end@self.early_stopping.check(..ddp.reduce_any("],
         "fabric": ["vanilla/early_stopping.py::EarlyStopping.check"
                    "@elif torch.lt(..elif torch.lt(@self.best_score = current..should_stop = self.wait_count",
-                   "fabric/train.py::fit@early_stopping.check(..reduce_boolean_decision(should_stop"],
-        "lightning": ["lightning/train.py::main@EarlyStopping("],
+                   "fabric/train.py::FitLoop.on_epoch_end@self.early_stopping.check(..reduce_boolean_decision(should_stop"],
+        "lightning": ["lightning/plain_lightning.py::callbacks@EarlyStopping("],
     },
     "checkpointing + resume": {
         "says": "Lightning keeps the top-k checkpoints and last.ckpt with `ModelCheckpoint` and resumes with "
@@ -83,9 +83,10 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
                 "mid-epoch in the same order and the saving of every rank's random generators.",
         "vanilla": ["vanilla/checkpoint_connector.py::dump_checkpoint@return {",
                     "shared/resumable_loader.py::ResumableDataLoader._epoch"],
-        "fabric": ["fabric/train.py::train_and_test.save@state = checkpoint_state(@fabric.save(path, state)",
+        "fabric": ["fabric/resume_state.py::users_objects", "fabric/resume_state.py::save_checkpoint",
                    "shared/resumable_loader.py::ResumableDataLoader._epoch"],
-        "lightning": ["lightning/train.py::main@ModelCheckpoint(", "lightning/train.py::main@trainer.fit(",
+        "lightning": ["lightning/plain_lightning.py::callbacks@ModelCheckpoint(dirpath=dirpath, monitor=",
+                      "lightning/train.py::main@trainer.fit(",
                       "lightning/exact_resume.py::ExactResume",
                       "shared/resumable_loader.py::ResumableDataLoader._epoch"],
     },
@@ -97,10 +98,10 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
                 "torchrun or srun started the processes the command line asks for: `shared/launcher.py` does.",
         "vanilla": ["vanilla/ddp.py::launch_local_ranks",
                     "vanilla/strategy.py::connect@if hardware.strategy == \"ddp\"..return Strategy(\"ddp\""],
-        "fabric": ["fabric/train.py::main@Fabric(devices=,strategy=)",
-                   "fabric/train.py::train_and_test@fabric.setup(",
+        "fabric": ["fabric/train.py::launch@Fabric(devices=,strategy=)",
+                   "fabric/train.py::set_up_job@fabric.setup(",
                    "shared/launcher.py::check_launcher@check_launcher_world("],
-        "lightning": ["lightning/train.py::main@pl.Trainer(devices=,strategy=)",
+        "lightning": ["lightning/plain_lightning.py::make_trainer@flags = {", "lightning/train.py::tester@signature",
                       "shared/launcher.py::check_launcher@check_launcher_world("],
     },
     "batch-size search": {
@@ -112,23 +113,23 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
         "fabric": ["vanilla/batch_size_finder.py::scale_batch_size"
                    "@signature@new_size, _ = sizes.adjust(..new_size = max(1",
                    "fabric/train.py::search_batch_size@trial = cleaning_up_after_oom(@result = scale_batch_size("],
-        "lightning": ["lightning/train.py::scale_batch_size"],
+        "lightning": ["lightning/plain_lightning.py::main@Tuner(trainer)", "lightning/train.py::scale_batch_size"],
     },
     "precision": {
         "says": "Lightning sets mixed precision with one `Trainer` flag ({lightning} lines); with Fabric, one "
                 "`Fabric` flag and `fabric.backward` ({fabric} lines); by hand it is autocast around the forward "
                 "pass and, for float16, a gradient scaler around backward and the step ({vanilla} lines).",
         "vanilla": ["vanilla/precision.py::Precision.forward_context", "vanilla/precision.py::Precision.backward"],
-        "fabric": ["fabric/train.py::main@Fabric(precision=)", "fabric/train.py::training_step@fabric.backward("],
-        "lightning": ["lightning/train.py::main@pl.Trainer(precision=)"],
+        "fabric": ["fabric/train.py::launch@Fabric(precision=)", "fabric/train.py::training_step@fabric.backward("],
+        "lightning": ["lightning/plain_lightning.py::make_trainer@flags = {"],
     },
     "logging": {
         "says": "Lightning logs with `self.log` and its loggers ({lightning} lines); with Fabric you still log each "
                 "epoch's values yourself through its loggers, and bring the progress bar and hparams.yaml "
                 "({fabric} lines); by hand it is also writing metrics.csv and TensorBoard ({vanilla} lines).",
         "vanilla": ["vanilla/loggers.py::CSVLogger.log_metrics"],
-        "fabric": ["fabric/train.py::fit@for row in..logger.save()"],
-        "lightning": ["lightning/train.py::QGModule.training_step", "lightning/train.py::main@pl.Trainer(logger=)"],
+        "fabric": ["fabric/train.py::FitLoop.on_epoch_end@for row in..logger.save()"],
+        "lightning": ["lightning/plain_lightning.py::QGModule.training_step", "lightning/plain_lightning.py::loggers"],
     },
     "test phase": {
         "says": "Lightning tests the best checkpoint with `trainer.test(ckpt_path=...)` and a `test_step` "
@@ -136,9 +137,9 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
                 "lines); by hand it is the same loop on hand-placed devices and precision ({vanilla} lines). Under "
                 "DDP every rank generates for its share of the batches and rank 0 gathers them, in all three.",
         "vanilla": ["vanilla/evaluation_loop.py::run_test@load_model_weights(@for batch in loader:"],
-        "fabric": ["fabric/train.py::test_phase@checkpoint = read_checkpoint(@for batch in loader:"],
-        "lightning": ["lightning/train.py::QGModule.test_step",
-                      "lightning/train.py::main@ddp_tester(trainer, args, guard).test("],
+        "fabric": ["fabric/train.py::test_phase@load_model_weights(@for batch in loader:"],
+        "lightning": ["lightning/plain_lightning.py::QGModule.test_step",
+                      "lightning/train.py::main@tester(trainer, settings, guard).test("],
     },
 }
 
