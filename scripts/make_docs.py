@@ -507,6 +507,9 @@ def headline() -> str:
     equal = re.search(r"(\d+) of (\d+) comparisons equal", parity)
     measured = re.search(r"Measured at commit (\S+)", parity)
     parity_result = f"{equal.group(1)} of {equal.group(2)} comparisons bit-identical" if equal else "not measured"
+    agree = re.search(r"(\d+) of (\d+) checks agree", parity)
+    if equal and agree:
+        parity_result += f", {agree.group(1)} of {agree.group(2)} behaviour checks agreeing"
     if measured:
         parity_result += f" (commit {measured.group(1)})"
     return "\n".join(rows) + (
