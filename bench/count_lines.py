@@ -71,9 +71,13 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
     "vanilla/loggers.py": (LOGGING, {"CSVLogger.truncate": CKPT, "truncate()": CKPT}),
     "vanilla/progress_bar.py": (LOGGING, {}),
     "vanilla/evaluation_loop.py": (TEST, {}),
+    # The Lightning trainer's side counts what lightning/train.py uses of plain_lightning.py: not plain's own main,
+    # its step checkpoints (exact resume writes last.ckpt instead), or the loaders train.py overrides.
     "lightning/plain_lightning.py": (WIRING, {
+        "main": None, "step_checkpoints": None, "QGDataModule.train_dataloader": None,
+        "QGDataModule.test_dataloader": None,
         "QGModule.training_step": LOOP, "QGModule.validation_step": LOOP, "QGModule.configure_optimizers": LOOP,
-        "fit()": LOOP, "QGDataModule.train_dataloader": LOOP, "QGDataModule.val_dataloader": LOOP,
+        "QGDataModule.val_dataloader": LOOP, "QGDataModule.loader": LOOP,
         "EarlyStopping()": STOP, "ModelCheckpoint()": CKPT,
         "Tuner()": SEARCH, "scale_batch_size()": SEARCH,
         "loggers": LOGGING, "CSVLogger()": LOGGING, "TensorBoardLogger()": LOGGING, "log()": LOGGING,

@@ -1,9 +1,9 @@
 """DataParallel against DDP, with two CUDA GPUs or more: the same 40-step run (default model, bf16-mixed) with
-`--strategy dp` and with `--strategy ddp` over every GPU, in the hand-written trainer
-(Lightning 2.x has no DataParallel; the twin runs ddp for both). The work is equal: the same global batch (the
-bench batch of bench/conftest.py, rounded down to a multiple of the GPU count) and the same 40 optimizer steps,
-so the same samples -- DataParallel splits each global batch across the GPUs, DDP gives every process its share
-as `--batch-size`. Timed from the outside, whole process: DataParallel's cost is per step (replicating the model
+`--strategy dp` and with `--strategy ddp` over every GPU, in the hand-written trainer (Lightning 2.x has no
+DataParallel; the Lightning trainer runs ddp for both). The work is equal: the same global batch (the bench batch
+of bench/conftest.py, rounded down to a multiple of the GPU count) and the same 40 optimizer steps, so the same
+samples -- DataParallel splits each global batch across the GPUs, DDP gives every process its share as
+`--batch-size`. Timed from the outside, whole process: DataParallel's cost is per step (replicating the model
 each forward), DDP's is start-up."""
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from private_api import continue_sampler_epochs
 
-from shared.checkpoint_dict import LIGHTNING_LAYOUT, cannot_write, check_same_world_size, resuming_from
-from shared.checkpoint_file import check_resumable_by, check_weights_fit, read_checkpoint
+from shared.checkpoint_dict import LIGHTNING_LAYOUT, check_same_world_size, resuming_from
+from shared.checkpoint_file import cannot_write, check_resumable_by, check_weights_fit, read_checkpoint
 from shared.loop_position import LoopPosition
 from shared.rng_state import collect_rng_states, gather_from_every_rank
 

@@ -5,7 +5,7 @@ sampling, gradient clipping, writing and reading checkpoint files, and the logge
 do its callbacks: early stopping and the top-k checkpoint bookkeeping are vanilla/'s framework-free modules, as is the
 batch-size search's algorithm. Beside this file: `resume_state.py`, the state `fabric.save` and `fabric.load` are
 given, and `private_api.py`, the three places where the trainer reaches past Fabric's public API. Run from the
-repository root: `python fabric/train.py --help` (the same command line as the other two).
+repository root: `python fabric/train.py --help` (the same command line as every trainer here).
 """
 
 from __future__ import annotations
@@ -357,10 +357,10 @@ def make_fit_loop(job: Job, data) -> FitLoop:
         make_train_loader(data, settings.batch_size, settings.num_workers),
         DataLoader(data.dev, batch_size=settings.batch_size, collate_fn=PadCollator(data.tokenizer.pad_token_id),
                    num_workers=settings.num_workers))
-    return FitLoop(job, train_loader, val_loader,
-                   EarlyStopping("dev_loss", patience=settings.patience, min_delta=settings.min_delta),
-                   ModelCheckpoint(Path(settings.output_dir) / "checkpoints", save_top_k=settings.save_top_k,
-                                   is_writer=fabric.is_global_zero))
+    return FitLoop(job=job, train_loader=train_loader, val_loader=val_loader,
+                   early_stopping=EarlyStopping("dev_loss", patience=settings.patience, min_delta=settings.min_delta),
+                   checkpoint=ModelCheckpoint(Path(settings.output_dir) / "checkpoints",
+                                              save_top_k=settings.save_top_k, is_writer=fabric.is_global_zero))
 
 
 def train_and_test(fabric: Fabric, args, output_dir: Path, started: float) -> dict | None:

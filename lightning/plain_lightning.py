@@ -8,9 +8,11 @@ plain Lightning leaves undone for this job (tests/test_lightning.py shows the fi
 - a run resumed mid-epoch (`--resume PATH`) starts the epoch on a fresh shuffle: other batches, other weights;
 - `--resume last` looks for last.ckpt in this run's own directory only, so without --output-dir, where Lightning's
   logger opens a new version, it warns and starts afresh; and the CSV logger starts metrics.csv anew on resume;
+- SIGTERM or Ctrl-C ends the run without a checkpoint to resume from;
 - the Tuner restores the weights after its trials, not the random generators, so a searched run trains otherwise
   than one started at the size found, and hparams.yaml keeps the size it started from (the loggers write the
-  hparams of `__init__`); `--strategy dp` no longer exists (Lightning 2.0 removed it).
+  hparams of `__init__`); `--strategy dp` no longer exists (Lightning 2.0 removed it);
+- errors end in Lightning's tracebacks, and two runs given one --output-dir write into it together.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ class QGModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.save_hyperparameters(config)  # hparams.yaml; the Tuner writes the batch size it finds here too
-        # The epoch's batch-size-weighted mean loss over this process's batches. A NaN loss keeps the mean NaN
+        self.save_hyperparameters(config)  # hparams.yaml
+        # The epoch's batch-size-weighted mean loss over this process's batches, a torchmetrics metric as Lightning
+        # logs one (a module attribute, its state in reach of a callback). A NaN loss keeps the mean NaN
         # (torchmetrics' nan_strategy="disable" would also drop the weights).
         self.train_loss = MeanMetric(nan_strategy=float("nan"), sync_on_compute=False)
         self.generated: list[list[str]] = []  # the questions of each test batch
@@ -108,23 +111,28 @@ def loggers(args) -> list:
                                           default_hp_metric=False)]
 
 
-def callbacks(args, dirpath: Path | None = None) -> list:
-    """The seed's EarlyStopping and ModelCheckpoint (checkpoints in `dirpath`, by default where Lightning puts them:
-    the logger's run directory), and with --checkpoint-every-n-steps one more that keeps the latest step's."""
-    every_n_steps = [ModelCheckpoint(dirpath=dirpath, filename="{epoch}-{step}", every_n_train_steps=n, save_top_k=1)
-                     for n in [args.checkpoint_every_n_steps] if n]
-    return [EarlyStopping(monitor="dev_loss", mode="min", patience=args.patience, min_delta=args.min_delta),
+def callbacks(args, dirpath: Path | None = None) -> tuple[EarlyStopping, ModelCheckpoint]:
+    """The seed's two callbacks; checkpoints in `dirpath`, by default where Lightning puts them: the logger's run
+    directory."""
+    return (EarlyStopping(monitor="dev_loss", mode="min", patience=args.patience, min_delta=args.min_delta),
             ModelCheckpoint(dirpath=dirpath, monitor="dev_loss", mode="min", filename="{epoch}-{dev_loss:.2f}",
-                            save_top_k=args.save_top_k, save_last=True), *every_n_steps]
+                            save_top_k=args.save_top_k, save_last=True))
 
 
-def make_trainer(args, callbacks: list, logger, **flags) -> pl.Trainer:
-    """The job's Trainer; `flags` are Trainer arguments in place of the command line's (devices, strategy, ...)."""
-    flags = {"accelerator": args.accelerator, "devices": args.devices, "num_nodes": args.num_nodes,
-             "strategy": args.strategy, "precision": args.precision, **flags}
+def step_checkpoints(args) -> list[ModelCheckpoint]:
+    """With --checkpoint-every-n-steps, a checkpoint every N optimizer steps; the latest one is kept."""
+    if not args.checkpoint_every_n_steps:
+        return []
+    return [ModelCheckpoint(filename="{epoch}-{step}", every_n_train_steps=args.checkpoint_every_n_steps)]
+
+
+def make_trainer(args, callbacks: list, logger, strategy=None, precision=None, **flags) -> pl.Trainer:
+    """The job's Trainer; lightning/train.py gives the strategy and precision it settled on, and more flags."""
     return pl.Trainer(max_epochs=args.max_epochs, limit_train_batches=args.limit_train_batches,
                       accumulate_grad_batches=args.accumulate_grad_batches,
-                      gradient_clip_val=args.gradient_clip_val or None, callbacks=callbacks, logger=logger,
+                      gradient_clip_val=args.gradient_clip_val or None, accelerator=args.accelerator,
+                      devices=args.devices, num_nodes=args.num_nodes, strategy=strategy or args.strategy,
+                      precision=precision or args.precision, callbacks=callbacks, logger=logger,
                       enable_model_summary=False, default_root_dir=run_root(args), **flags)
 
 
@@ -134,8 +142,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     data = prepare_data(args, run_root(args), save_tokenizer=rank_zero_only.rank == 0)
     module = QGModule(make_model(args, data.tokenizer), data.tokenizer, dict(vars(args)))
     datamodule = QGDataModule(data, args.batch_size, args.num_workers)
-    early_stopping, checkpoint, *step_checkpoint = callbacks(args)
-    trainer = make_trainer(args, [early_stopping, checkpoint, *step_checkpoint], loggers(args))
+    early_stopping, checkpoint = callbacks(args)
+    trainer = make_trainer(args, [early_stopping, checkpoint, *step_checkpoints(args)], loggers(args))
     if args.auto_batch_size:
         Tuner(trainer).scale_batch_size(module, datamodule=datamodule, mode=args.auto_batch_size)
     trainer.fit(module, datamodule=datamodule, ckpt_path=args.resume, weights_only=True)
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if not trainer.is_global_zero:
         return None
     # Tested on one device, as Lightning advises: under DDP its DistributedSampler pads the ranks' shares
-    tester = make_trainer(args, [], logger=False, devices=1, num_nodes=1, strategy="auto")
+    tester = pl.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False)
     tester.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, weights_only=True)
     generated = [question for batch in module.generated for question in batch]
     report = write_test_report(run_dir, data.test.examples, generated, checkpoint.best_model_path)

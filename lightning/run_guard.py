@@ -25,7 +25,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.memory import is_oom_error
 
-from shared.checkpoint_file import CheckpointError, check_resumable_by, check_weights_fit, read_checkpoint
+from shared.checkpoint_file import cannot_write, check_resumable_by, check_weights_fit, read_checkpoint
 from shared.devices import check_data_parallel, check_devices, precision_for, runs_ddp
 from shared.errors import UserError, no_training_batches_error, out_of_memory_error
 from shared.launcher import check_launcher
@@ -81,14 +81,12 @@ class RunGuard:
 
     @contextmanager
     def refusing_the_hardware(self):
-        """Around building the Trainer: its refusal of a device request (no GPU, too many) or of a launcher's world
-        other than --num-nodes x --devices, in one line."""
+        """Around building the Trainer: its refusal of the device and strategy flags (no GPU, too many GPUs, a
+        strategy the accelerator lacks), in one line. A launcher's world the guard has checked already."""
         try:
             yield
-        except MisconfigurationException as error:
+        except (MisconfigurationException, ValueError) as error:
             raise UserError(f"--accelerator/--devices/--strategy: {str(error).strip().splitlines()[0]}") from None
-        except ValueError as error:
-            raise UserError(f"--num-nodes/--devices: {str(error).strip().splitlines()[0]}") from None
 
     @contextmanager
     def refusing_the_search(self):
@@ -147,5 +145,4 @@ class _OneLineCheckpointIO(TorchCheckpointIO):
         try:
             super().save_checkpoint(checkpoint, path, storage_options)
         except OSError as error:
-            raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; the previous "
-                                  f"checkpoint, if any, is intact") from None
+            raise cannot_write(path, error) from None

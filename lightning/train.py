@@ -90,13 +90,14 @@ def main(argv: list[str] | None = None) -> dict:
     data = prepare_data(settings, output_dir, save_tokenizer=guard.is_rank_zero)
     module = QGModule(make_model(settings, data.tokenizer), data.tokenizer, dict(vars(settings)))
     datamodule = ResumableQGDataModule(data, settings.batch_size, settings.num_workers)
-    # the seed's two callbacks, not plain's step checkpoint: exact resume writes last.ckpt every N steps instead
-    early_stopping, checkpoint = callbacks(settings, dirpath=output_dir / "checkpoints")[:2]
+    # the seed's two callbacks (in the run directory now: exact resume needs it); plain's step checkpoints are
+    # replaced by exact resume's last.ckpt every N steps
+    early_stopping, checkpoint = callbacks(settings, dirpath=output_dir / "checkpoints")
     exact_resume = exact_resume_callbacks(output_dir, checkpoint, settings.checkpoint_every_n_steps,
                                           resuming=guard.ckpt_path is not None)
     with guard.refusing_the_hardware():
         trainer = make_trainer(settings, [early_stopping, checkpoint, *guard.callbacks, *exact_resume],
-                               loggers(settings), **guard.hardware)  # in the guard's run directory, as it is
+                               loggers(settings), **guard.hardware)  # loggers in the run directory itself, unversioned
     if trainer.is_global_zero:
         print(start_line(data, module.model, f"{type(trainer.strategy).__name__} on {trainer.num_devices} "
                          f"{type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()} device(s)"))

@@ -100,7 +100,8 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
         "fabric": ["fabric/train.py::launch@Fabric(devices=,strategy=)",
                    "fabric/train.py::set_up_job@fabric.setup(",
                    "shared/launcher.py::check_launcher@check_launcher_world("],
-        "lightning": ["lightning/plain_lightning.py::make_trainer@flags = {", "lightning/train.py::tester@signature",
+        "lightning": ["lightning/plain_lightning.py::make_trainer@pl.Trainer(devices=,strategy=)",
+                      "lightning/train.py::tester@signature",
                       "shared/launcher.py::check_launcher@check_launcher_world("],
     },
     "batch-size search": {
@@ -112,7 +113,7 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
         "fabric": ["vanilla/batch_size_finder.py::scale_batch_size"
                    "@signature@new_size, _ = sizes.adjust(..new_size = max(1",
                    "fabric/train.py::search_batch_size@trial = cleaning_up_after_oom(@result = scale_batch_size("],
-        "lightning": ["lightning/plain_lightning.py::main@Tuner(trainer)", "lightning/train.py::scale_batch_size"],
+        "lightning": ["lightning/train.py::scale_batch_size"],
     },
     "precision": {
         "says": "Lightning sets mixed precision with one `Trainer` flag ({lightning} lines); with Fabric, one "
@@ -120,7 +121,7 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
                 "pass and, for float16, a gradient scaler around backward and the step ({vanilla} lines).",
         "vanilla": ["vanilla/precision.py::Precision.forward_context", "vanilla/precision.py::Precision.backward"],
         "fabric": ["fabric/train.py::launch@Fabric(precision=)", "fabric/train.py::training_step@fabric.backward("],
-        "lightning": ["lightning/plain_lightning.py::make_trainer@flags = {"],
+        "lightning": ["lightning/plain_lightning.py::make_trainer@pl.Trainer(precision=)"],
     },
     "logging": {
         "says": "Lightning logs with `self.log` and its loggers ({lightning} lines); with Fabric you still log each "

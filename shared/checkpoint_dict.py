@@ -1,7 +1,7 @@
 """The checkpoint dict as the hand-written trainer and the Fabric trainer build and restore it themselves, in
 Lightning's layout (the Trainer builds its own): the layout's version key, the weights under `state_dict`, and the
-one-line errors of a restore and of a write. Reading a checkpoint file is `checkpoint_file.py`, which every trainer
-uses."""
+one-line errors of a restore. Reading a checkpoint file, and a failed write's one line, are `checkpoint_file.py`,
+which every trainer uses."""
 
 from __future__ import annotations
 
@@ -37,9 +37,3 @@ def check_same_world_size(path: str | Path, written_by_processes: int, world_siz
     if written_by_processes != world_size:
         raise CheckpointError(f"{path}: was written by {written_by_processes} process(es); resume it with the same "
                               f"--devices")
-
-
-def cannot_write(path: str | Path, error: OSError) -> CheckpointError:
-    """A checkpoint write that failed (a full disk, say): the file it was to replace is untouched."""
-    return CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; the previous checkpoint, "
-                           f"if any, is intact")

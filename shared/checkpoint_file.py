@@ -62,3 +62,9 @@ def check_resumable_by(trainer: str, checkpoint: dict, path: str | Path) -> None
     if writer is not None and writer != trainer:
         raise CheckpointError(f"{path}: was written by {writer}/train.py, whose loop state {trainer}/train.py does "
                               f"not read; resume it with {writer}/train.py (its weights load anywhere)")
+
+
+def cannot_write(path: str | Path, error: OSError) -> CheckpointError:
+    """A checkpoint write that failed (a full disk, say): the file it was to replace is untouched."""
+    return CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; the previous checkpoint, "
+                           f"if any, is intact")

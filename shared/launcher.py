@@ -61,5 +61,9 @@ def check_launcher(args, cuda: bool, environment_kinds):
     if environment is None:
         return None
     check_launcher_world(args.num_nodes, processes_per_node(args, cuda), environment.world_size())
+    nodes = os.environ.get("SLURM_NNODES") if launcher() == "srun" else None
+    if nodes is not None and int(nodes) != args.num_nodes:  # Lightning would refuse it only once fit starts
+        raise UserError(f"--num-nodes {args.num_nodes}: SLURM allocated {nodes} node(s) (--nodes); give the same "
+                        f"number to both")
     os.environ.update(MASTER_ADDR=environment.main_address, MASTER_PORT=str(environment.main_port))
     return environment

@@ -19,6 +19,8 @@ import signal
 import sys
 from typing import NoReturn
 
+from shared.launcher import launcher
+
 RANK_ZERO_PID = "QG_RANK_ZERO_PID"  # set by rank 0 for the ranks it starts (they inherit its environment)
 _PR_SET_PDEATHSIG = 1
 _started_by_rank_zero = False
@@ -36,7 +38,7 @@ def end_with_rank_zero() -> None:
     global _started_by_rank_zero
     rank_zero = os.environ.get(RANK_ZERO_PID)
     started_by_rank_zero = (rank_zero is not None and int(os.environ.get("LOCAL_RANK", "0")) > 0
-                            and "TORCHELASTIC_RUN_ID" not in os.environ)
+                            and launcher() != "torchrun")
     if not started_by_rank_zero:
         os.environ[RANK_ZERO_PID] = str(os.getpid())
         return

@@ -1,7 +1,11 @@
 """The run's settings: the command line with what is decided before training filled in -- the run directory, and
 the batch size (the one a resumed run had, or the one the search found) -- resolved once, into one read-only
 object that the trainer reads and hparams.yaml records. Nothing assigns to it afterwards, so what a run records
-does not depend on the order in which its steps ran."""
+does not depend on the order in which its steps ran.
+
+The Lightning trainer resolves it before its search, which needs the Trainer: Lightning's Tuner then writes the
+size it finds where Lightning keeps it (the DataModule's `batch_size` and the LightningModule's hparams, which
+hparams.yaml records), and the trainer reads the batch size from there."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from shared.checkpoint_dict import cannot_write
+from shared.checkpoint_file import cannot_write
 
 
 def atomic_save(checkpoint: dict, path: str | Path) -> None:
