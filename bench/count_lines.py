@@ -82,7 +82,7 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "Tuner()": SEARCH, "scale_batch_size()": SEARCH,
         "loggers": LOGGING, "CSVLogger()": LOGGING, "TensorBoardLogger()": LOGGING, "log()": LOGGING,
         "MeanMetric()": LOGGING, ".train_loss": LOGGING,
-        "QGModule.test_step": TEST, "QGDataModule.test_dataloader": TEST, "test()": TEST, "write_test_report()": TEST,
+        "QGModule.test_step": TEST, "test()": TEST, "write_test_report()": TEST,
         ".best_model_path": TEST, ".generated": TEST,
         "Trainer(max_epochs=)": LOOP, "Trainer(limit_train_batches=)": LOOP, "Trainer(accumulate_grad_batches=)": LOOP,
         "Trainer(gradient_clip_val=)": LOOP, "Trainer(accelerator=)": DDP, "Trainer(devices=)": DDP,
