@@ -46,8 +46,12 @@ RUN_TIMEOUT_S = 180  # one trainer run
 ACCELERATOR, DEVICE = "gpu", "cuda"
 NO_GPU = "gpu-check: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing measured"
 NONDETERMINISTIC = "does not have a deterministic implementation"
-# Dense bfloat16 peak of one GPU (NVIDIA's datasheets, SXM parts), by a part of its name
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+# Dense bfloat16 peak of one GPU (NVIDIA's datasheets), by a part of its name, the first that matches: the PCIe and
+# NVL parts by their own names; a plain "H100" or "H200" (the SXM boards name themselves so) taken as SXM, said so.
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12, "H100 PCIe"), ("H100 NVL", 835e12, "H100 NVL"),
+                   ("H200 NVL", 835e12, "H200 NVL"), ("H100", 989e12, "H100 SXM, assumed from the name"),
+                   ("H200", 989e12, "H200 SXM, assumed from the name"), ("A100", 312e12, "A100"))
+SOURCE_TOKENS, TARGET_TOKENS = 256, 32  # the command line's --max-source-length and --max-target-length
 BART_BASE = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
                  decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072)
 
@@ -314,14 +318,17 @@ def measure_throughput(report: Report, deadline: Deadline) -> None:
     from shared.model import MODEL_SIZES, count_parameters, seq2seq_loss
 
     name = torch.cuda.get_device_name(0)
-    peak = next((flops for part, flops in PEAK_BF16_FLOPS.items() if part in name), None)
+    peak, part = peak_bf16_flops(name)
+    peak_text = f"{peak / 1e12:.0f} TFLOP/s (dense bf16, {part}; the device: {name})" if peak else f"unknown for {name}"
     report.section("(e) Throughput and model FLOPs utilisation, bf16-mixed")
     report.add(f"One training step = forward and loss under `torch.autocast('cuda', torch.bfloat16)`, backward, "
-               f"AdamW step; random tokens, source 256 and target 32 long (the command line's defaults); "
-               f"10 warm-up steps, then 30 timed between `torch.cuda.synchronize()` calls. MFU = 6 x parameters x "
-               f"tokens per second / peak, tokens = source + target, peak "
-               f"{f'{peak / 1e12:.0f} TFLOP/s (dense bf16, {name})' if peak else f'unknown for {name}'}.", "",
-               "| model | parameters | batch | tokens/s | MFU | peak memory |", "|---|---|---|---|---|---|")
+               f"AdamW step; random tokens, source {SOURCE_TOKENS} and target {TARGET_TOKENS} long (the command "
+               f"line's defaults); 10 warm-up steps, then 30 timed between `torch.cuda.synchronize()` calls. MFU = "
+               f"model FLOPs per example x examples per second / peak, the FLOPs of `training_flops_per_example`: 6 "
+               f"per weight of a linear layer per token it sees, the encoder's over the source tokens, the decoder's "
+               f"(its cross-attention counted over the target tokens too) and the LM head's over the target tokens; "
+               f"embedding lookups and attention's score products not counted. Peak: {peak_text}.",
+               "", "| model | parameters | batch | tokens/s | MFU | peak memory |", "|---|---|---|---|---|---|")
     for label, vocab, size, batch in (("default (`small`)", 1000, MODEL_SIZES["small"], 128),
                                       ("bart-base dimensions", 50265, BART_BASE, 64)):
         if deadline.left() < 30:
@@ -332,15 +339,36 @@ def measure_throughput(report: Report, deadline: Deadline) -> None:
         model = BartForConditionalGeneration(config).to(DEVICE).train()
         tokens_per_s, memory = time_training_steps(model, seq2seq_loss, vocab, batch)
         parameters = count_parameters(model)
-        mfu = f"{6 * parameters * tokens_per_s / peak:.1%}" if peak else "unknown peak"
+        examples_per_s = tokens_per_s / (SOURCE_TOKENS + TARGET_TOKENS)
+        flops = training_flops_per_example(model, SOURCE_TOKENS, TARGET_TOKENS)
+        mfu = f"{flops * examples_per_s / peak:.1%}" if peak else "unknown peak"
         report.add(f"| {label} | {parameters / 1e6:.1f} M | {batch} | {tokens_per_s:,.0f} | {mfu} | "
                    f"{memory / 2**30:.1f} GiB |")
         del model
         torch.cuda.empty_cache()
 
 
+def peak_bf16_flops(device_name: str) -> tuple[float | None, str | None]:
+    """The dense bfloat16 peak of the GPU named so, and the part it was taken for (None, None: not known)."""
+    return next(((flops, part) for fragment, flops, part in PEAK_BF16_FLOPS if fragment in device_name), (None, None))
+
+
+def training_flops_per_example(model, source: int, target: int) -> float:
+    """The model FLOPs of one training example (forward and backward: 6 per weight per token) of a BART: the weights
+    of the encoder's linear layers see the `source` tokens; those of the decoder's (its cross-attention's included,
+    counted over the `target` tokens) and the LM head's see the `target` tokens. Embedding lookups, layer norms and
+    attention's score products are not counted."""
+
+    def linear_weights(module: torch.nn.Module) -> int:
+        return sum(layer.weight.numel() for layer in module.modules() if isinstance(layer, torch.nn.Linear))
+
+    encoder = linear_weights(model.model.encoder)
+    decoder = linear_weights(model.model.decoder) + model.lm_head.weight.numel()
+    return 6.0 * (encoder * source + decoder * target)
+
+
 def time_training_steps(model, loss_fn, vocab: int, batch: int, warmup: int = 10, steps: int = 30,
-                        source: int = 256, target: int = 32) -> tuple[float, int]:
+                        source: int = SOURCE_TOKENS, target: int = TARGET_TOKENS) -> tuple[float, int]:
     """(tokens per second, peak memory in bytes) over `steps` timed training steps."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(3, vocab, (batch, source), device=DEVICE)
