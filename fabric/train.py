@@ -21,6 +21,7 @@ if sys.path[0] in ("", str(HERE)):
 if str(HERE) not in sys.path:
     sys.path.append(str(HERE))
 
+import argparse
 import copy
 import signal
 import time
@@ -59,7 +60,7 @@ from shared.process_tree import end_with_rank_zero
 from shared.resumable_loader import ResumableDataLoader
 from shared.rng_state import gather_from_every_rank, restore_rng_states
 from shared.run_dir import choose_run_directory, prepare_output_dir, resolve_resume_path
-from shared.run_settings import RunSettings, batch_size_to_continue, resolve_settings
+from shared.run_settings import batch_size_to_continue, resolve_settings
 from shared.summary import end_lines, start_line
 from vanilla.batch_size_finder import cleaning_up_after_oom, is_oom_error, scale_batch_size  # reused: framework-free
 from vanilla.data_parallel import autocast_in_replicas  # reused: DataParallel's threads forget the autocast dtype
@@ -84,7 +85,7 @@ class Job:
     raw_model: torch.nn.Module  # the same weights, unwrapped: checkpoints and the test phase
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    settings: RunSettings
+    settings: argparse.Namespace  # a RunSettings once resolved; the command line during the search
 
 
 def loss_of(job: Job, batch: dict) -> torch.Tensor:

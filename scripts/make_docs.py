@@ -474,9 +474,10 @@ def headline() -> str:
     those it leaves to you (removes under a quarter of), its lines and its per-step cost; then parity."""
     table = count_lines.count()
     features = [f for f in count_lines.FEATURES if f != "wiring"]
-    costs, curve = {}, ""
+    costs, curve, bench_commit = {}, "", ""
     if BENCHMARK.exists():
         document = json.loads(BENCHMARK.read_text())
+        bench_commit = f" (measured at commit {document.get('commit_info', {}).get('id', 'unknown')[:10]})"
         costs = {size: per_step_cost(document, size) for size in ("small", "tiny")}
         points = curve_points(document["benchmarks"])
         if points:
@@ -515,7 +516,7 @@ def headline() -> str:
         parity_result += f" (commit {measured.group(1)})"
     return "\n".join(rows) + (
         f"\n\nParity on the CPU (float32, bf16-mixed, DDP, resume, fine-tuning), the three trainers pairwise: "
-        f"**{parity_result}**, [docs/parity/parity.md](docs/parity/parity.md). Per-step figures: "
+        f"**{parity_result}**, [docs/parity/parity.md](docs/parity/parity.md). Per-step figures{bench_commit}: "
         f"[bench/results.md](bench/results.md).{curve} Lines by feature: "
         f"[docs/side-by-side.md](docs/side-by-side.md).\n"
         + ("\n![Overhead against step time, per trainer](bench/curve.png)\n" if curve else ""))
