@@ -37,7 +37,7 @@ parity: $(STAMP)
 
 # The benchmarks (bench/, pytest-benchmark), then bench/results.md and bench/results.png from their JSON.
 bench: $(STAMP)
-	$(PY) -m pytest bench --benchmark-only -p no:cacheprovider --benchmark-json bench/benchmark.json
+	$(PY) -m pytest bench --benchmark-only --bench-full -p no:cacheprovider --benchmark-json bench/benchmark.json
 	$(PY) bench/report.py bench/benchmark.json
 	$(PY) scripts/make_docs.py
 

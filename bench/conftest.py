@@ -1,4 +1,8 @@
-"""Settings shared by the benchmarks: the data, the machine, the command line of a measured run.
+"""Settings shared by the benchmarks: the data, the machine, the command line of a measured run, quick or full.
+
+`pytest bench --benchmark-only` takes the quick rounds (about 10 minutes on 2 CPU cores: every figure of the report,
+with wider intervals); `--bench-full` (what `make bench` runs, about 45 minutes) the full rounds the report is
+written from.
 
 On the CPU: the default model (`--model-size small`, batch 32, float32) and the tiny one. With a CUDA GPU the
 same benchmarks run there, in bf16-mixed with a larger batch (and DataParallel against DDP with two GPUs or
@@ -32,6 +36,30 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, float32, batch {BATCH_SIZE}"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--bench-full", action="store_true",
+                     help="the full rounds (make bench): narrower intervals, about 45 minutes on 2 CPU cores")
+
+
+@pytest.fixture(scope="session")
+def full(request) -> bool:
+    """Whether this run takes the full rounds (--bench-full) or the quick ones."""
+    return request.config.getoption("--bench-full")
+
+
+def quick_or_full(full: bool, quick, full_value):
+    return full_value if full else quick
+
+
+@pytest.fixture(scope="session")
+def turns_data(tmp_path_factory) -> Path:
+    """For the runs in turns (bench/step_by_step.py): the training set of bench_data, a 16-question dev set and 4
+    test questions (their validation and test phases are not timed)."""
+    directory = tmp_path_factory.mktemp("turns-data")
+    write_synthetic_squad(directory, seed=1234, sizes={"train": 5000, "dev": 16, "test": 4})
+    return directory
+
+
 @pytest.fixture(scope="session")
 def bench_data(tmp_path_factory) -> Path:
     """The default corpus's size for training (5,000 questions), a 256-question dev set, 8 test questions."""
@@ -49,3 +77,4 @@ def run_args(data: Path, output_dir: Path, model_size: str, steps: int, *extra: 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["machine_summary"] = machine()
+    output_json["rounds"] = "full" if config.getoption("--bench-full") else "quick"

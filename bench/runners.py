@@ -1,11 +1,14 @@
 """Instrumented runs for the benchmarks: the bare loop (the floor), the hand-written trainer, the Fabric trainer,
-Lightning with its defaults, and Lightning as lightning/train.py configures it, each timed per training step from
-inside the run.
+Lightning with its defaults, Lightning's own floor (`Trainer(barebones=True)`), and Lightning as lightning/train.py
+configures it, each timed per training step from inside the run.
 
 A step is timed from one batch's arrival at the training step to the next's: data loading, forward, backward,
-optimizer step and every per-step feature (progress bar, logging, callbacks) fall inside; start-up, the sanity
-check, validation, the test phase and the export fall outside and are timed on their own where they matter.
-The probes themselves (one perf_counter call per step) cost well under a microsecond.
+gradient clipping, optimizer and schedule step and every per-step feature (progress bar, logging, callbacks) fall
+inside; start-up, the sanity check, validation, the test phase and the export fall outside and are timed on their
+own where they matter. The probes themselves (two clock reads per step) cost well under a microsecond.
+
+Every variant does the same arithmetic: the same model, data order, AdamW, warm-up schedule and gradient clipping
+(tests/test_like_for_like.py checks their weights after the same steps are equal).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import cProfile
 import pstats
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
@@ -31,22 +35,31 @@ WARMUP_STEPS = 3  # the first steps pay for allocator growth and lazy initialisa
 
 @dataclass
 class StepLog:
-    """When each training batch arrived, its size and its number of target tokens; validation time."""
+    """When each training batch arrived (wall clock, and this thread's CPU time), its size and its number of target
+    tokens; validation time; the model being trained."""
 
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     validation_seconds: list[float] = field(default_factory=list)
     validation_samples: int = 0
+    model: torch.nn.Module | None = None
 
-    def step(self, batch: dict) -> None:
+    def step(self, batch: dict, model: torch.nn.Module | None = None) -> None:
         self.times.append(time.perf_counter())
+        self.cpu_times.append(time.thread_time())
+        self.model = model if model is not None else self.model
         self.samples.append(int(batch["input_ids"].size(0)))
         self.tokens.append(int((batch["labels"] != LABEL_PAD).sum()))
 
     def intervals(self) -> list[float]:
         t = self.times[WARMUP_STEPS:]
         return [b - a for a, b in zip(t, t[1:], strict=False)]
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The trained model's weights as the run left them."""
+        return {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
 
     def summary(self) -> dict:
         t = self.times[WARMUP_STEPS:]
@@ -62,8 +75,10 @@ class StepLog:
 
 
 def bare_loop(args, steps: int, collate_class=None, log: StepLog | None = None) -> StepLog:
-    """The floor: forward, backward, optimizer step, nothing else (same data, model, optimizer, batch size)."""
+    """The floor: forward, backward, gradient clipping, optimizer step and schedule step, nothing else (the same
+    data, model, optimizer, schedule, clipping and batch size as the trainers)."""
     from torch.utils.data import DataLoader
+    from transformers import get_constant_schedule_with_warmup
 
     from shared.data import PadCollator
     from shared.pipeline import make_model, prepare_data
@@ -72,7 +87,9 @@ def bare_loop(args, steps: int, collate_class=None, log: StepLog | None = None) 
     data = prepare_data(args, Path(args.output_dir), save_tokenizer=False)
     device = torch.device("cuda" if torch.cuda.is_available() and args.accelerator != "cpu" else "cpu")
     model = make_model(args, data.tokenizer).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    parameters = list(model.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
+    schedule = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=args.warmup_steps)
     loader = DataLoader(data.train, batch_size=args.batch_size, shuffle=True,
                         collate_fn=(collate_class or PadCollator)(data.tokenizer.pad_token_id))
     log = StepLog() if log is None else log
@@ -81,13 +98,16 @@ def bare_loop(args, steps: int, collate_class=None, log: StepLog | None = None) 
     for batch in loader:
         if len(log.times) == steps:
             break
-        log.step(batch)
+        log.step(batch, model)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast:
             loss = seq2seq_loss(model, batch)
         loss.backward()
+        if args.gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(parameters, args.gradient_clip_val)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        schedule.step()
     return log
 
 
@@ -124,7 +144,7 @@ def vanilla_trainer(argv: list[str], switched_off=(), log: StepLog | None = None
 
     def training_step(original):
         def step(self, batch, batch_idx, num_batches):
-            log.step(batch)
+            log.step(batch, self.optimization.model)
             return original(self, batch, batch_idx, num_batches)
         return step
 
@@ -151,7 +171,7 @@ def _probe_callback(log: StepLog):
 
     class Probe(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            log.step(batch)
+            log.step(batch, pl_module.model)
 
         def on_validation_epoch_start(self, trainer, pl_module):
             self.started = time.perf_counter()
@@ -164,26 +184,56 @@ def _probe_callback(log: StepLog):
     return Probe()
 
 
+_LIGHTNING_RUNS: dict[int, tuple] = {}  # thread ident -> (extra callbacks, settings, the Trainers built)
+_TRAINER_PATCH = {"users": 0, "original": None}
+_TRAINER_PATCH_LOCK = threading.Lock()
+
+
 @contextmanager
-def lightning_trainers(extra_callbacks=(), settings: dict | None = None):
-    """While it lasts, every `pl.Trainer(callbacks=...)` built (by lightning/train.py: the fit Trainer) gets
-    `extra_callbacks` too, and `settings` in place of its own keyword arguments (`callbacks` there: added to its
-    own); yields the Trainers built."""
+def _trainer_patched():
+    """`pl.Trainer` replaced by a subclass that applies the settings registered for the thread building it; the
+    first user installs it, the last one takes it away (runs interleaved in threads share it)."""
     import pytorch_lightning as pl
 
-    built = []
+    with _TRAINER_PATCH_LOCK:
+        if not _TRAINER_PATCH["users"]:
+            original = _TRAINER_PATCH["original"] = pl.Trainer
 
-    class Trainer(pl.Trainer):
-        def __init__(self, *args, **kwargs):
-            if "callbacks" in kwargs and "use_distributed_sampler" not in kwargs:  # the fit Trainer, not a tester
-                chosen = dict(settings or {})
-                kwargs["callbacks"] = [*kwargs["callbacks"], *chosen.pop("callbacks", []), *extra_callbacks]
-                kwargs.update(chosen)
-            super().__init__(*args, **kwargs)
-            built.append(self)
+            class Trainer(original):
+                def __init__(self, *args, **kwargs):
+                    run = _LIGHTNING_RUNS.get(threading.get_ident())
+                    if run and "callbacks" in kwargs and "use_distributed_sampler" not in kwargs:  # the fit Trainer
+                        extra_callbacks, chosen, _ = run
+                        chosen = dict(chosen)
+                        kwargs["callbacks"] = [*kwargs["callbacks"], *chosen.pop("callbacks", []), *extra_callbacks]
+                        kwargs.update(chosen)
+                    super().__init__(*args, **kwargs)
+                    if run:
+                        run[2].append(self)
 
-    with patched(pl, "Trainer", lambda original: Trainer):
-        yield built
+            pl.Trainer = Trainer
+        _TRAINER_PATCH["users"] += 1
+    try:
+        yield
+    finally:
+        with _TRAINER_PATCH_LOCK:
+            _TRAINER_PATCH["users"] -= 1
+            if not _TRAINER_PATCH["users"]:
+                pl.Trainer = _TRAINER_PATCH["original"]
+
+
+@contextmanager
+def lightning_trainers(extra_callbacks=(), settings: dict | None = None):
+    """While it lasts, every `pl.Trainer(callbacks=...)` built in this thread (by lightning/train.py: the fit
+    Trainer, not the tester) gets `extra_callbacks` too, and `settings` in place of its own keyword arguments
+    (`callbacks` there: added to its own); yields the Trainers built."""
+    built: list = []
+    with _trainer_patched():
+        _LIGHTNING_RUNS[threading.get_ident()] = (tuple(extra_callbacks), dict(settings or {}), built)
+        try:
+            yield built
+        finally:
+            del _LIGHTNING_RUNS[threading.get_ident()]
 
 
 def lightning_trainer(argv: list[str], settings: dict | None = None, switched_off=(),
@@ -210,7 +260,7 @@ def fabric_trainer(argv: list[str], switched_off=(), log: StepLog | None = None)
 
     def training_step(original):
         def step(job, batch, batch_idx, num_batches):
-            log.step(batch)
+            log.step(batch, job.raw_model)
             return original(job, batch, batch_idx, num_batches)
         return step
 
@@ -230,9 +280,10 @@ def fabric_trainer(argv: list[str], switched_off=(), log: StepLog | None = None)
     return log
 
 
-def lightning_defaults(args, steps: int) -> StepLog:
+def lightning_defaults(args, steps: int, log: StepLog | None = None, **trainer_flags) -> StepLog:
     """`pl.Trainer()` with its defaults (progress bar, model summary, default checkpointing and logger) on the
-    same LightningModule and DataModule, for the same number of steps."""
+    same LightningModule and DataModule, for the same number of steps, clipping gradients as the job does;
+    `trainer_flags`: other settings (`barebones=True`: Lightning's floor)."""
     import pytorch_lightning as pl
 
     from shared.pipeline import make_model, prepare_data
@@ -242,10 +293,39 @@ def lightning_defaults(args, steps: int) -> StepLog:
     pl.seed_everything(args.seed, verbose=False)
     data = prepare_data(args, Path(args.output_dir), save_tokenizer=False)
     module = train.QGModule(make_model(args, data.tokenizer), data.tokenizer, dict(vars(args)))
-    log = StepLog()
-    trainer = pl.Trainer(max_steps=steps, callbacks=[_probe_callback(log)], default_root_dir=args.output_dir)
+    log = StepLog() if log is None else log
+    trainer = pl.Trainer(max_steps=steps, callbacks=[_probe_callback(log)], default_root_dir=args.output_dir,
+                         gradient_clip_val=args.gradient_clip_val or None, **trainer_flags)
     trainer.fit(module, datamodule=train.QGDataModule(data, args.batch_size, args.num_workers))
     return log
+
+
+def lightning_barebones(args, steps: int, log: StepLog | None = None) -> StepLog:
+    """Lightning's floor: `Trainer(barebones=True)`, which turns off every feature that costs time (logging, the
+    progress bar, checkpointing, the model summary, the sanity check; `self.log` returns at once), on the same
+    module, data, clipping and schedule."""
+    return lightning_defaults(args, steps, log, barebones=True)
+
+
+RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)")
+
+
+def rung_runs(argv_for: Callable[[str], list[str]], steps: int) -> dict[str, Callable[[StepLog], StepLog]]:
+    """Each rung's run, `run(log)`, for `steps` steps, on the command line `argv_for(rung)` (a directory of its
+    own each, so that they can run side by side): the bare loop, the hand-written trainer, Fabric, Lightning's
+    floor, Lightning as configured and tuned."""
+    from shared.cli import parse_args
+
+    def args(rung: str):
+        return parse_args("bench", "unused", argv_for(rung))
+
+    return {"bare loop": lambda log: bare_loop(args("bare loop"), steps, log=log),
+            "vanilla": lambda log: vanilla_trainer(argv_for("vanilla"), log=log),
+            "fabric": lambda log: fabric_trainer(argv_for("fabric"), log=log),
+            "lightning (barebones)": lambda log: lightning_barebones(args("lightning (barebones)"), steps, log),
+            "lightning (as configured)": lambda log: lightning_trainer(argv_for("lightning (as configured)"), log=log),
+            "lightning (tuned)": lambda log: lightning_trainer(argv_for("lightning (tuned)"), tuned_settings(),
+                                                              log=log)}
 
 
 TUNED_REFRESH_RATE = 20

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from bench.conftest import run_args
+from bench.conftest import quick_or_full, run_args
+from bench.intervals import t_95
 from bench.runners import (
     TUNED_SETTINGS,
     StepLog,
@@ -57,6 +58,7 @@ STEPS = {"small": 40, "tiny": 100}
 # 4-round bench had found +3.0 +- 2.1 ms. Ten rounds make the check's noise near 4 ms at that spread (the machine's
 # own noise varies: 4 to 10 ms in the two 10-round runs since): it cannot see an overlap between parts smaller.
 ROUNDS = {"small": 10, "tiny": 6}
+QUICK_ROUNDS = {"small": 0, "tiny": 2}  # quick: the tiny model only
 NO_CLIPPING = ("--gradient-clip-val", "0")
 TUNED = "lightning (tuned)"
 TUNED_PART = "progress bar and train_loss logging"  # the one part the tuned settings change
@@ -174,17 +176,12 @@ def rotate_variants(group: list[str]) -> None:
         group[place] = name
 
 
-# Student's t, two-sided 95%, by degrees of freedom (rounds - 1): few rounds make a wide interval
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
 def adds_up(parts: list[list[float]], all_at_once: list[float]) -> dict:
     """Per round, the parts' costs summed minus the cost of all at once: its mean over rounds and the half-width of
     its 95% confidence interval (Student's t over the rounds): the noise it is held against."""
     discrepancy = [sum(values) - together for *values, together in zip(*parts, all_at_once, strict=True)]
     rounds = len(discrepancy)
-    noise = (T_95[min(rounds - 1, 10)] * statistics.stdev(discrepancy) / math.sqrt(rounds) if rounds > 1
-             else math.inf)  # beyond 10 degrees of freedom, the 10's value: a slightly wider interval
+    noise = t_95(rounds - 1) * statistics.stdev(discrepancy) / math.sqrt(rounds) if rounds > 1 else math.inf
     return {"ms": statistics.mean(discrepancy), "lowest": min(discrepancy), "highest": max(discrepancy),
             "noise": noise}
 
@@ -228,7 +225,10 @@ def summarise(logs: dict[str, list[StepLog]]) -> dict:
 
 
 @pytest.mark.parametrize("model_size", ["small", "tiny"])
-def test_anatomy(benchmark, bench_data, tmp_path, model_size):
+def test_anatomy(benchmark, bench_data, tmp_path, full, model_size):
+    rounds = quick_or_full(full, QUICK_ROUNDS, ROUNDS)[model_size]
+    if not rounds:
+        pytest.skip("measured with --bench-full (make bench) only")
     steps = STEPS[model_size]
     argv = run_args(bench_data, tmp_path / "run", model_size, steps)
     args = parse_args("bench", "unused", argv)
@@ -245,7 +245,7 @@ def test_anatomy(benchmark, bench_data, tmp_path, model_size):
             rotate_variants(group)
 
     benchmark.group = f"anatomy: one round = {len(logs)} runs x {steps} steps, {model_size} model"
-    benchmark.pedantic(one_round, rounds=ROUNDS[model_size], iterations=1, warmup_rounds=0)
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
     profile = profiled_lightning(argv, steps)
     own_time = {name: profiled_own_time(lambda log, name=name: run_variant(found[name], args, argv, steps, log), steps)
                 for name in PROFILED}

@@ -1,61 +1,47 @@
-"""When Lightning's overhead matters: its share of the step time against the step time, across model sizes (tiny,
-small and a bart-base-sized BART) and batch sizes, with the bare loop as the floor.
+"""When a trainer's overhead matters: its host time per step over the bare loop across model sizes (tiny, small and
+a bart-base-sized BART) and batch sizes, against the fixed cost measured where the step is nothing
+(test_fixed_cost.py).
 
-At each point the bare loop, the hand-written trainer, the Fabric trainer, Lightning as configured and Lightning
-tuned run interleaved, as in test_overhead.py. A trainer's overhead is the median over rounds of (its ms per step -
-the bare loop's), and its share that overhead / its median ms per step. A cost that is fixed per step falls in share
-as steps get longer: the report gives what that cost would be, were it fixed, and the step time below which it would
-be more than 1%.
+At each point the six rungs run in turns of one step each, in CPU time (bench/step_by_step.py), as in
+test_fixed_cost.py: a rung's overhead is the mean over steps of its i-th step minus the bare loop's, with a 95%
+interval. Where that overhead equals the fixed cost within the two intervals, the trainer's cost is fixed per step
+at that size; where it does not, something it does grows with the model or the batch (bench/report.py names it).
 """
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
 
-from bench.conftest import CUDA, run_args
-from bench.runners import bare_loop, fabric_trainer, interleaved, lightning_trainer, tuned_settings, vanilla_trainer
-from shared.cli import parse_args
+from bench.conftest import CUDA, quick_or_full, run_args
+from bench.runners import RUNGS, rung_runs
+from bench.step_by_step import in_turns, overheads, step_ms
 
-# (model size, batch size, steps, rounds): two batch sizes for the tiny and the default model; the base model's
-# steps take most of a second on a CPU (and its checkpoints over a gigabyte), so it gets one batch size and fewer
-# steps (16, of which 12 are timed)
-POINTS = [("tiny", 8, 40, 3), ("tiny", 32, 40, 3), ("small", 8, 30, 3), ("small", 32, 30, 3), ("base", 4, 16, 3)]
+# (model size, batch size, steps quick, steps full); the default model at batch 32 is the answer's second column
+# (bench/report.py); the base model's steps take over a second on one CPU thread, and its start-up, test phase and
+# export most of a minute per rung: it is measured in the full rounds only
+POINTS = [("tiny", 8, 40, 150), ("tiny", 32, 30, 100), ("small", 8, 30, 100), ("small", 32, 20, 100),
+          ("base", 4, 0, 16)]
 if CUDA:  # a GPU's steps are shorter: the same points with the batch sizes of a GPU run
-    POINTS = [(size, batch * 8, steps, rounds) for size, batch, steps, rounds in POINTS]
-VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (as configured)", "lightning (tuned)")
+    POINTS = [(size, batch * 8, quick, full) for size, batch, quick, full in POINTS]
+WARMUP = 3
 
 
-def curve_point(per_round: dict[str, list[float]]) -> dict:
-    """From each variant's ms per step in each round: the bare loop's median, and per trainer its median, its
-    overhead (the median over rounds of its difference from the bare loop within a round) and that overhead's share
-    of its median step (one quotient of the two medians shown, so that share and overhead agree in sign)."""
-    floor = per_round["bare loop"]
-    point = {"bare_ms": statistics.median(floor)}
-    for variant, times in per_round.items():
-        if variant != "bare loop":
-            ms = statistics.median(times)
-            overhead = statistics.median(t - f for t, f in zip(times, floor, strict=True))
-            point[variant] = {"ms": ms, "overhead_ms": overhead, "share": overhead / ms}
-    return point
-
-
-@pytest.mark.parametrize("model_size, batch_size, steps, rounds", POINTS,
+@pytest.mark.parametrize("model_size, batch_size, quick_steps, full_steps", POINTS,
                          ids=[f"{size}-batch{batch}" for size, batch, _, _ in POINTS])
-def test_overhead_curve(benchmark, bench_data, tmp_path, model_size, batch_size, steps, rounds):
-    argv = [*run_args(bench_data, tmp_path / "run", model_size, steps), "--batch-size", str(batch_size)]
-    args = parse_args("bench", "unused", argv)
-    runs = {"bare loop": lambda: bare_loop(args, steps),
-            "vanilla": lambda: vanilla_trainer(argv),
-            "fabric": lambda: fabric_trainer(argv),
-            "lightning (as configured)": lambda: lightning_trainer(argv),
-            "lightning (tuned)": lambda: lightning_trainer(argv, tuned_settings())}
-    logs, one_round = interleaved(runs)
+def test_overhead_curve(benchmark, turns_data, tmp_path, full, model_size, batch_size, quick_steps, full_steps):
+    steps = quick_or_full(full, quick_steps, full_steps)
+    if not steps:
+        pytest.skip("measured with --bench-full (make bench) only")
 
-    benchmark.group = f"overhead curve: {model_size} model, batch {batch_size}"
-    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
-    per_round = {v: [1000 * statistics.median(log.intervals()) for log in logs[v]] for v in VARIANTS}
-    benchmark.extra_info.update(model_size=model_size, batch_size=batch_size, steps=steps,
-                                point=curve_point(per_round))
-    assert all(len(log.times) == steps for variant_logs in logs.values() for log in variant_logs)
+    def argv_for(rung: str) -> list[str]:
+        return [*run_args(turns_data, tmp_path / rung.replace(" ", "_"), model_size, steps),
+                "--batch-size", str(batch_size)]
+
+    logs = {}
+    benchmark.group = f"overhead curve: {model_size} model, batch {batch_size}, the {len(RUNGS)} rungs in turns"
+    benchmark.pedantic(lambda: logs.update(in_turns(rung_runs(argv_for, steps), steps)), rounds=1, iterations=1,
+                       warmup_rounds=0)
+    benchmark.extra_info.update(model_size=model_size, batch_size=batch_size, steps=steps - 1 - WARMUP,
+                                rungs=overheads(logs, "bare loop", WARMUP),
+                                step_ms=step_ms(logs, WARMUP))
+    assert all(len(log.step_cpu) == steps - 1 for log in logs.values())

@@ -196,18 +196,6 @@ def test_the_anatomy_check_tells_parts_that_add_up_from_parts_counted_twice():
     assert round(overlapping["ms"], 6) == 1.45 and overlapping["noise"] < 0.1
 
 
-def test_a_curve_point_gives_its_overhead_share_the_sign_of_its_overhead():
-    """bench/test_curve.py: the share is the median overhead over the median step, not a median of per-round
-    shares (with two rounds of unequal length, those two can disagree in sign)."""
-    from bench.test_curve import curve_point
-
-    point = curve_point({"bare loop": [998.0, 11.0], "vanilla": [1000.0, 10.0]})
-    assert point["bare_ms"] == 504.5
-    vanilla = point["vanilla"]
-    assert (vanilla["ms"], vanilla["overhead_ms"]) == (505.0, 0.5)  # the rounds' differences: +2 and -1
-    assert vanilla["share"] == 0.5 / 505.0  # a median of the rounds' shares (+0.2% and -10%) would be negative
-
-
 def test_the_readme_gives_a_ratio_and_ms_that_agree_in_sign():
     """bench/report.py per_step_cost: the ms is the median ratio's excess over vanilla's step, not a difference of
     pooled medians (which can have the other sign where the rounds drift)."""
