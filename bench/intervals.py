@@ -36,4 +36,4 @@ def steps_to_decide(difference: dict, goal_ms: float) -> int | None:
     gap = abs(difference["ms"] - goal_ms)
     if gap > difference["half_width"] or gap == 0:
         return None
-    return math.ceil(difference["n"] * (difference["half_width"] / gap) ** 2)
+    return math.ceil(difference["n"] * (difference["half_width"] / gap) ** 2 - 1e-9)  # not up for a rounding error

@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if __name__ == "__main__":  # run by path: the repository root on the path, for bench.intervals
+    sys.path.insert(0, str(HERE.parent))
+
+from bench.intervals import paired, steps_to_decide  # noqa: E402
 
 VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (defaults)", "lightning (as configured)", "lightning (tuned)")
 TARGETS = {"vanilla vs bare loop": 0.03, "lightning (as configured) vs vanilla": 0.05,
@@ -235,9 +239,9 @@ def ordinal(k: int) -> str:
     return f"{k}{'th' if k % 100 in (11, 12, 13) else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')} "
 
 
-def answer_section(benchmarks) -> list[str]:
-    """The page's opening: each rung's cost per step over the hand-written trainer on the tiny and the default
-    model with its interval, what the interval is, and the verdict."""
+def answer_section(benchmarks, heading: str = "## Whole runs, wall clock") -> list[str]:
+    """Each rung's cost per step over the hand-written trainer on the tiny and the default model in whole runs
+    (test_per_step.py's rounds, wall clock) with its interval, what the interval is, and the verdict."""
     cells = answer_cells(benchmarks)
     if not cells:
         return []
@@ -248,8 +252,7 @@ def answer_section(benchmarks) -> list[str]:
         rounds = info["variants"]["vanilla"].get("rounds")
         headers.append(SIZE_NAMES[size] + (f", {info['parameters']:,} parameters" if info.get("parameters") else "")
                        + (f", {rounds} rounds" if rounds else ""))
-    lines = ["## The answer: cost per step over the hand-written trainer", "",
-             "| rung | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(sizes)]
+    lines = [heading, "", "| rung | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(sizes)]
     for rung, by_size in cells.items():
         name = f"{rung}, the floor: no trainer" if rung == "bare loop" else rung
         shown_cells = []
@@ -271,6 +274,299 @@ def answer_section(benchmarks) -> list[str]:
               "that ratio makes in ms per step. An interval holding 1.0 is not told apart from the hand-written "
               "trainer; a goal is met only where the whole interval lies within it.",
               "", " ".join(verdict_sentences(cells))]
+    return lines
+
+
+RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)")
+RUNG_NAMES = {"bare loop": "bare loop, the floor: no trainer", "vanilla": "vanilla (by hand)",
+              "lightning (barebones)": "lightning (barebones): Lightning's own floor"}
+# goals on the default model: (rung, against, goal as a fraction of the other's step)
+TURN_GOALS = (("vanilla", "bare loop", 0.03), ("lightning (as configured)", "vanilla", 0.05),
+              ("lightning (tuned)", "vanilla", 0.05))
+
+
+def in_turns(benchmarks) -> dict[str, dict]:
+    """The runs in turns the answer reads: {"tiny": test_fixed_cost's, "small": the curve's default-model point
+    (batch 32)}, each its extra_info; the sizes not measured left out."""
+    found = {"tiny": pick(benchmarks, "test_fixed_cost"),
+             "small": pick(benchmarks, "test_overhead_curve", model_size="small", batch_size=32)}
+    return {size: bench["extra_info"] for size, bench in found.items() if bench and "step_ms" in bench["extra_info"]}
+
+
+def difference(info: dict, rung: str, against: str) -> dict:
+    """rung's steps minus `against`'s, the i-th of each from one turn: mean ms and 95% half-width."""
+    return paired(info["step_ms"][rung], info["step_ms"][against])
+
+
+def host_ms(info: dict, rung: str) -> float:
+    steps = info["step_ms"][rung]
+    return sum(steps) / len(steps)
+
+
+def goal_verdict(info: dict, rung: str, against: str, goal: float) -> tuple[str, dict, float]:
+    """(verdict, the difference, the other's ms) for a goal of at most `goal` slower: `met` where the ratio's whole
+    interval lies at or below 1 + goal, `NOT met` where it lies wholly above, else not decided, with about how many
+    steps would decide it."""
+    diff, base = difference(info, rung, against), host_ms(info, against)
+    low, high = 1 + (diff["ms"] - diff["half_width"]) / base, 1 + (diff["ms"] + diff["half_width"]) / base
+    if high <= 1 + goal:
+        return "met", diff, base
+    if low > 1 + goal:
+        return "NOT met", diff, base
+    needed = steps_to_decide(diff, goal * base)
+    return (f"not decided at this machine's noise (about {needed:,} steps in turns would decide it, "
+            f"{diff['n']:,} were taken)" if needed else "not decided at this machine's noise"), diff, base
+
+
+def ratio_text(diff: dict, base: float) -> str:
+    return (f"{1 + diff['ms'] / base:.3f}x ({1 + (diff['ms'] - diff['half_width']) / base:.3f} to "
+            f"{1 + (diff['ms'] + diff['half_width']) / base:.3f})")
+
+
+def ms_text(diff: dict) -> str:
+    return f"{diff['ms']:+.2f} ± {diff['half_width']:.2f} ms"
+
+
+def turns_answer_section(benchmarks) -> list[str]:
+    """The page's opening: each rung's host time per step over the bare loop where the step is nothing (the fixed
+    cost), and its ratio to the hand-written trainer on the default model, with 95% intervals; the verdicts."""
+    runs = in_turns(benchmarks)
+    if not runs:
+        return []
+    tiny, small = runs.get("tiny"), runs.get("small")
+    headers = []
+    if tiny:
+        headers.append(f"fixed cost: ms per step over the bare loop ({tiny['configuration']}, {tiny['steps']} steps)")
+    if small:
+        headers.append(f"default model, batch {small['batch_size']}: ratio to the hand-written trainer "
+                       f"({small['steps']} steps)")
+    lines = ["## The answer: what each rung costs per step", "",
+             "| rung | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+    for rung in RUNGS:
+        cells = []
+        if tiny:
+            cells.append(f"{host_ms(tiny, rung):.2f} ms in all" if rung == "bare loop"
+                         else ms_text(difference(tiny, rung, "bare loop")))
+        if small:
+            cells.append(f"{host_ms(small, rung):.1f} ms per step" if rung == "vanilla"
+                         else f"{ratio_text(difference(small, rung, 'vanilla'), host_ms(small, 'vanilla'))}, "
+                              f"{ms_text(difference(small, rung, 'vanilla'))}")
+        lines.append(f"| {RUNG_NAMES.get(rung, rung)} | " + " | ".join(cells) + " |")
+    lines += ["", "The rungs ran in turns of one training step each, in the CPU time of their threads "
+              "(bench/step_by_step.py): a difference is the mean over steps of one rung's i-th step minus the "
+              "other's, ± the half-width of its 95% interval; a ratio is 1 + that difference over the other's mean "
+              "step (its interval from the difference's alone). A goal is met only where the whole interval lies "
+              "within it."]
+    verdicts = []
+    if small:
+        for rung, against, goal in TURN_GOALS:
+            said, diff, base = goal_verdict(small, rung, against, goal)
+            verdicts.append(f"{rung} against {against} on the default model, goal at most {goal:.0%} slower: "
+                            f"{ratio_text(diff, base)}, {said}")
+    if tiny:
+        floor = difference(tiny, "lightning (tuned)", "lightning (barebones)")
+        equal = abs(floor["ms"]) <= floor["half_width"]
+        verdicts.append("Lightning tuned against its barebones floor where the step is nothing: "
+                        f"{ms_text(floor)} per step, "
+                        + ("equal within the noise" if equal else
+                           f"{'above' if floor['ms'] > 0 else 'below'} it: the Trainer's features this job keeps "
+                           "(logging, the progress bar, checkpointing, the project's callbacks) cost that much"
+                           + calls_over_floor(benchmarks)))
+    if verdicts:
+        lines += ["", "Verdicts: " + "; ".join(verdicts) + "."]
+    return lines
+
+
+
+def calls_over_floor(benchmarks, rung: str = "lightning (tuned)", top: int = 4) -> str:
+    """`, N more Python calls per step than the floor, most in A (n), B (n), ...`, from the counts; empty without
+    them."""
+    counts = counts_of(benchmarks)
+    if rung not in counts or "lightning (barebones)" not in counts:
+        return ""
+    mine, floor = counts[rung]["calls"], counts["lightning (barebones)"]["calls"]
+    extra = {area: n - floor["by_area"].get(area, 0.0) for area, n in mine["by_area"].items()}
+    most = sorted((item for item in extra.items() if item[1] > 0), key=lambda item: -item[1])[:top]
+    return (f", {mine['total'] - floor['total']:,.0f} more Python calls per step than the floor (the counts below), "
+            "most in " + ", ".join(f"{area} ({n:+,.0f})" for area, n in most))
+
+
+def counts_of(benchmarks) -> dict[str, dict]:
+    return {bench["extra_info"]["variant"]: bench["extra_info"] for bench in benchmarks
+            if bench["name"].startswith("test_counts")}
+
+
+def counts_section(benchmarks) -> list[str]:
+    """The exact counts per training step, per rung: Python calls, syncs by code, host-side conversions."""
+    counts = counts_of(benchmarks)
+    if not counts:
+        return []
+    any_info = next(iter(counts.values()))
+    repeated = all(info.get("repeated") for info in counts.values())
+    lines = ["## Exact counts per step", "",
+             f"Per training step, over {any_info['counted_steps']} steps of the fixed-cost configuration "
+             "(bench/step_counts.py): the Python function calls (C functions not counted), and the points where "
+             "the host would wait for the device on a GPU, a tensor turned into a Python value, by kind and by the "
+             "code that makes it. The output was not a terminal (as under pytest or in a job's log), where a "
+             "progress bar draws less than on a terminal. "
+             + ("Each rung was counted twice in this run and the two tables were equal." if repeated else
+                "Counted once in this run (the quick rounds); `make bench` counts twice and requires equal tables."),
+             "", "| rung | Python calls | syncs | where the syncs are made | conversions that are no sync on a GPU |",
+             "|---|---:|---:|---|---|"]
+    for rung in ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (defaults)",
+                 "lightning (as configured)", "lightning (tuned)"):
+        info = counts.get(rung)
+        if info is None:
+            continue
+        syncs = info["syncs"]
+        where = "; ".join(f"{n:g} {code}" for code, n in syncs["by_code"].items()) or "-"
+        host = "; ".join(f"{n:g} {code}" for code, n in syncs["host_side"].items()) or "-"
+        lines.append(f"| {rung} | {info['calls']['total']:,.2f} | {syncs['total']:g} | {where} | {host} |")
+    lines += ["", "A sync inside a C++ operator (an output whose size depends on the data) or a blocking copy to "
+              "the host is not seen here; `make gpu-check` counts every sync on CUDA "
+              "(`torch.cuda.set_sync_debug_mode`) to check these counts."]
+    return lines
+
+
+def gpu_section(benchmarks) -> list[str]:
+    """What the counts and the fixed cost predict on a GPU, per rung."""
+    runs, counts = in_turns(benchmarks), counts_of(benchmarks)
+    tiny = runs.get("tiny")
+    if not tiny or not counts:
+        return []
+    bare_syncs = counts["bare loop"]["syncs"]["by_code"] if "bare loop" in counts else {}
+    lines = ["## What it predicts on a GPU", "",
+             "On a GPU the host queues a step's kernels while the device runs earlier ones. A rung's host time per "
+             "step is hidden where the device time per step is longer, unless the host waits for the device: at "
+             "each sync the queue drains, and the host work after it (until the next kernel) is added to the step. "
+             "Host time per step below is the fixed-cost configuration's, the bare loop's included (its kernel "
+             "launches and Python), on this machine's CPU:", "",
+             "| rung | host ms per step | its host time shows below this device time per step | syncs per step "
+             "beyond the bare loop's |", "|---|---:|---:|---|"]
+    for rung in RUNGS:
+        extra = {code: n for code, n in counts.get(rung, {}).get("syncs", {}).get("by_code", {}).items()
+                 if code not in bare_syncs}
+        shown_syncs = "; ".join(f"{n:g} {code}" for code, n in extra.items()) or "none"
+        lines.append(f"| {rung} | {host_ms(tiny, rung):.2f} | {host_ms(tiny, rung):.2f} ms | {shown_syncs} |")
+    if bare_syncs:
+        lines += ["", "Every rung, the bare loop included, makes the model's own syncs: "
+                  + "; ".join(f"{n:g} {code}" for code, n in bare_syncs.items())
+                  + " (transformers checks whether the attention mask can be dropped, in the forward pass: the "
+                  "host waits there for the kernels queued before it)."]
+    lines += ["", "A sync after the optimizer step (a loss read for the progress bar or the running sum) makes the "
+              "host wait for the whole step; the host work from there to the next step's first kernel (the "
+              "framework's bookkeeping, the next batch) then runs with the device idle. This is a prediction from "
+              "CPU counts and times; `make gpu-check` measures the same on CUDA."]
+    return lines
+
+
+def turn_curve_points(benchmarks) -> list[dict]:
+    points = [bench["extra_info"] for bench in benchmarks
+              if bench["name"].startswith("test_overhead_curve") and "step_ms" in bench["extra_info"]]
+    return sorted(points, key=lambda p: host_ms(p, "bare loop"))
+
+
+def turn_curve_section(benchmarks) -> list[str]:
+    """At each point of the curve, each rung's overhead over the bare loop, and whether it equals the fixed cost
+    within the two intervals."""
+    points, tiny = turn_curve_points(benchmarks), in_turns(benchmarks).get("tiny")
+    if not points:
+        return []
+    rungs = RUNGS[1:]
+    lines = ["| model | batch | bare loop, ms per step | " + " | ".join(f"{r}: ms over the bare loop" for r in rungs)
+             + " |", "|---|---:|---:|" + "---:|" * len(rungs)]
+    unlike = []
+    for p in points:
+        cells = []
+        for rung in rungs:
+            diff = difference(p, rung, "bare loop")
+            mark = ""
+            if tiny:
+                fixed = difference(tiny, rung, "bare loop")
+                gap, noise = diff["ms"] - fixed["ms"], (diff["half_width"] ** 2 + fixed["half_width"] ** 2) ** 0.5
+                if abs(gap) > noise:
+                    mark = " (≠)"
+                    unlike.append(f"{rung} at {p['model_size']}/{p['batch_size']} ({gap:+.2f} ± {noise:.2f} ms)")
+            cells.append(ms_text(diff) + mark)
+        lines.append(f"| {p['model_size']} | {p['batch_size']} | {host_ms(p, 'bare loop'):.1f} | "
+                     + " | ".join(cells) + " |")
+    if tiny:
+        lines += ["", "Against the fixed cost (the answer's first column): a point marked ≠ differs from it by more "
+                  "than the two intervals together; "
+                  + ("every other point equals it within them, so there the trainer's cost is the fixed cost. "
+                     if unlike else "every point equals it within them: at every size measured here, the trainers' "
+                     "cost per step is the fixed cost. ")
+                  + ("Differing: " + "; ".join(unlike) + ". What grows with the model there is not yet named: the "
+                     "part-by-part anatomy below is the place to look." if unlike else
+                     "The wide intervals of the long steps are the machine's noise, which grows with the step.")]
+    return lines
+
+
+def turns_chart(benchmarks, path: Path) -> Path | None:
+    points = turn_curve_points(benchmarks)
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7.5, 4.6))
+    colors = {"vanilla": "tab:blue", "fabric": "tab:green", "lightning (barebones)": "tab:purple",
+              "lightning (as configured)": "tab:red", "lightning (tuned)": "tab:orange"}
+    bare = [host_ms(p, "bare loop") for p in points]
+    for rung, color in colors.items():
+        diffs = [difference(p, rung, "bare loop") for p in points]
+        axes.errorbar(bare, [d["ms"] for d in diffs], yerr=[d["half_width"] for d in diffs], marker="o",
+                      color=color, label=rung, capsize=3)
+    axes.axhline(0.0, color="grey", linewidth=0.5)
+    axes.set_xscale("log")
+    axes.set_xlabel("bare loop, ms of CPU per training step (model / batch size)")
+    axes.set_ylabel("ms per step over the bare loop (95% interval)")
+    axes.set_title("Each rung's host time over the bare loop, against the step's length")
+    for p in points:
+        axes.annotate(f"{p['model_size']}/{p['batch_size']}", (host_ms(p, "bare loop"), 0), fontsize=7,
+                      rotation=90, va="bottom", ha="center", color="grey")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def turns_cost(document: dict, model_size: str) -> dict[str, str]:
+    """The README's per-step figures, from the runs in turns: the fixed cost over the bare loop (tiny) or the
+    ratio to the hand-written trainer (default model), each with its 95% interval; {rung: text}."""
+    info = in_turns(document["benchmarks"]).get(model_size)
+    if info is None:
+        return {}
+    if model_size == "tiny":
+        return {rung: f"{ms_text(difference(info, rung, 'bare loop'))} over the bare loop" for rung in RUNGS[1:]}
+    base = host_ms(info, "vanilla")
+    cost = {"vanilla": f"{host_ms(info, 'vanilla'):.1f} ms"}
+    cost.update({rung: f"{ratio_text(difference(info, rung, 'vanilla'), base)} vanilla" for rung in RUNGS[2:]})
+    return cost
+
+
+
+
+def tuning_section(benchmarks) -> list[str]:
+    """Lightning's settings one by one (bench/test_tuning.py): what each saves per step against Lightning as
+    configured, with its interval."""
+    bench = pick(benchmarks, "test_tuning")
+    if bench is None:
+        return []
+    info = bench["extra_info"]
+    lines = ["### Lightning tuned, setting by setting", "",
+             f"Each setting keeps the job's checkpoints, early stopping, metrics files and predictions; the variants "
+             f"in turns on the fixed-cost configuration ({info['steps']} steps, bench/test_tuning.py), each against "
+             f"Lightning as configured ({host_ms(info, 'as configured'):.2f} ms per step). Their syncs per step are "
+             "the same (the table of counts above): none of these settings reads a tensor.", "",
+             "| setting | ms per step saved |", "|---|---:|"]
+    for name in info["step_ms"]:
+        if name != "as configured":
+            saved = paired(info["step_ms"]["as configured"], info["step_ms"][name])
+            lines.append(f"| {name} | {saved['ms']:+.2f} ± {saved['half_width']:.2f} |")
     return lines
 
 
@@ -312,12 +608,13 @@ def measured_at(document: dict) -> str:
     commit = document.get("commit_info", {})
     machine = document.get("machine_summary") or document["machine_info"].get("cpu", {}).get("brand_raw", "")
     dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
+    rounds = {"quick": ", the quick rounds (no --bench-full: wider intervals, the base model's curve point and the "
+                       "default model's anatomy left out)", "full": ", the full rounds (--bench-full)"}
     return (f"at commit {commit.get('id', 'unknown')[:10]}{dirty} on {machine}, {document['datetime'][:10]}; "
-            f"Python {document['machine_info']['python_version']}")
+            f"Python {document['machine_info']['python_version']}{rounds.get(document.get('rounds'), '')}")
 
 
 ANATOMY_TRAINERS = ("vanilla", "fabric", "lightning", "lightning (tuned)")
-CURVE_TRAINERS = ("vanilla", "fabric", "lightning (as configured)", "lightning (tuned)")
 MODEL_LABELS = {"small": "default model (small BART)", "tiny": "tiny model", "base": "bart-base-sized model"}
 
 
@@ -406,132 +703,32 @@ def own_time_table(own_time: dict[str, dict[str, float]], top: int = 16) -> list
     return lines
 
 
-def curve_points(benchmarks) -> list[dict]:
-    points = [bench["extra_info"] for bench in benchmarks if bench["name"].startswith("test_overhead_curve")]
-    return sorted(points, key=lambda p: p["point"]["bare_ms"])
-
-
-def fixed_costs(points: list[dict]) -> dict[str, float]:
-    """Per trainer, the median of its overheads over the points: the fixed cost per step it would be, were it
-    fixed (the points show whether it is)."""
-    import statistics
-
-    return {t: statistics.median(p["point"][t]["overhead_ms"] for p in points) for t in CURVE_TRAINERS}
-
-
-def curve_section(benchmarks) -> list[str]:
-    points = curve_points(benchmarks)
-    if not points:
-        return []
-    lines = ["| model | batch | bare loop, ms per step | " + " | ".join(f"{t}: overhead ms (share)"
-                                                                     for t in CURVE_TRAINERS) + " |",
-             "|---|---:|---:|" + "---:|" * len(CURVE_TRAINERS)]
-    for p in points:
-        point = p["point"]
-        lines.append(f"| {p['model_size']} | {p['batch_size']} | {point['bare_ms']:.1f} | " + " | ".join(
-            f"{point[t]['overhead_ms']:+.2f} ({point[t]['share']:.1%})" for t in CURVE_TRAINERS) + " |")
-    costs = fixed_costs(points)
-    per_step_default = pick(benchmarks, "test_per_step", model_size="small")
-    parameters = per_step_default["extra_info"].get("parameters") if per_step_default else None
-    default_parameters = f"'s {parameters / 1e6:.1f} M parameters" if parameters else ""
-    lines += ["", "If each trainer's overhead were a fixed cost per step, the median of its overheads above would "
-              "estimate it, and it would be more than 1% of any step shorter than 100 times that: "
-              + "; ".join(f"{t} {cost:.2f} ms, steps under {100 * cost:,.0f} ms" for t, cost in costs.items())
-              + ". Whether it is fixed, the points must show: their spread on this machine is large, and the "
-              "base model's point has few timed steps. Not all of a trainer's overhead over the bare loop is the "
-              "framework's: the bare loop clips no gradients and steps no schedule, and clipping's cost grows with "
-              f"the parameter count (timed alone in the appendix on the default model{default_parameters}, not on "
-              "the base model with bart-base's layers and widths), so at the base model it is likely a large part of "
-              "every trainer's overhead, the hand-written one's too."]
-    return lines
-
-
-def curve_chart(benchmarks, path: Path) -> Path | None:
-    points = curve_points(benchmarks)
-    if not points:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7.5, 4.6))
-    colors = {"vanilla": "tab:blue", "fabric": "tab:green", "lightning (as configured)": "tab:red",
-              "lightning (tuned)": "tab:orange"}
-    bare = [p["point"]["bare_ms"] for p in points]
-    for trainer in CURVE_TRAINERS:
-        shares = [100 * p["point"][trainer]["share"] for p in points]
-        axes.plot(bare, shares, marker="o", color=colors[trainer], label=trainer)
-    for p in points:
-        axes.annotate(f"{p['model_size']}/{p['batch_size']}", (p["point"]["bare_ms"], 0), fontsize=7,
-                      rotation=90, va="bottom", ha="center", color="grey")
-    axes.axhline(1.0, color="black", linewidth=1, linestyle="--", label="1% of the step")
-    axes.axhline(0.0, color="grey", linewidth=0.5)
-    axes.set_xscale("log")
-    axes.set_xlabel("bare loop, ms per training step (model / batch size)")
-    axes.set_ylabel("overhead, % of the trainer's step time")
-    axes.set_title("Overhead share against step time (a fixed cost's share would fall)")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
-def per_step_cost(document: dict, model_size: str) -> dict[str, str]:
-    """The README's per-step figures: vanilla's ratio to the bare loop, and Fabric's and Lightning's (as
-    configured) to vanilla with their rounds, as the report gives them, and in ms that ratio's excess over vanilla's
-    ms per step (so the two agree in sign); {trainer: text}, empty when the model size was not measured."""
-    rows = per_step(document["benchmarks"], model_size)
-    if not rows:
-        return {}
-    vanilla = rows["vanilla"]
-    cost = {"vanilla": f"{fmt_ratio(vanilla['ratio_to_bare_loop'])} the bare loop"}
-    for trainer, variant in TRAINER_VARIANTS.items():
-        if trainer != "vanilla" and variant in rows:
-            by_round = rows[variant].get("ratio_to_vanilla_by_round")
-            spread = f"; rounds {min(by_round):.3f} to {max(by_round):.3f}" if by_round else ""
-            ratio = rows[variant]["ratio_to_vanilla"]  # its ms: that ratio's excess over vanilla's step
-            cost[trainer] = f"{fmt_ratio(ratio)} vanilla ({(ratio - 1) * vanilla['ms_per_step']:+.2f} ms{spread})"
-    return cost
-
-
 def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
     document, benchmarks = load(json_path)
     lines = ["# Benchmarks: what Fabric and Lightning cost", "",
              f"Measured in one run of `pytest bench --benchmark-only` {measured_at(document)}; every ratio compares "
              f"numbers taken side by side in that run. Regenerate with `make bench`.", ""]
-    lines += answer_section(benchmarks)
-    curve = curve_section(benchmarks)
+    lines += turns_answer_section(benchmarks)
+    for section in (counts_section(benchmarks), gpu_section(benchmarks)):
+        lines += ["", *section] if section else []
+    curve = turn_curve_section(benchmarks)
     if curve:
         lines += ["", "## When it matters: overhead against step time", "",
-                  "Overhead over the bare loop per model size and batch size, the variants interleaved at each point "
-                  "(bench/test_curve.py):", "", "![Overhead share against step time, per trainer](curve.png)", ""]
+                  "Each rung's host time per step over the bare loop per model size and batch size, the rungs in "
+                  "turns at each point as above (bench/test_curve.py):", "",
+                  "![Overhead against step time, per rung](curve.png)", ""]
         lines += curve
     lines += ["", "## Appendix", "",
-              "The measurements behind the answer: the per-step tables, the overhead part by part with Lightning's "
-              "profiles, the other measures and padding."]
+              "The measurements behind the answer: whole runs timed on the wall clock, the overhead part by part "
+              "with Lightning's profiles, the other measures and padding."]
+    wall_clock = answer_section(benchmarks, "### Whole runs, wall clock")
+    if wall_clock:
+        lines += ["", *wall_clock[:-2], "", "Whole runs interleaved round after round (bench/test_overhead.py), "
+                  "timed on the wall clock with two intra-op threads, as a user runs them: the machine's drift "
+                  "between runs makes these intervals wider than the runs in turns above, which the verdicts use."]
     overhead, checks = overhead_section(benchmarks)
     if overhead:
         lines += ["", "### Per-step overhead", ""]
-    if checks:
-        lines.append("Targets, the default model unless named, each the median round's ratio and its interval as in "
-                     "the answer: " + "; ".join(f"{name} {target_figures(check)}, target within "
-                                                f"{TARGETS[name]:.0%}: {verdict(name, check)}"
-                                                for name, check in checks.items()) + ".")
-    tuned_checks = {"small": "lightning (tuned) vs vanilla", "tiny": "lightning (tuned) vs vanilla, tiny model"}
-    missed = [size for size, name in tuned_checks.items() if name in checks and goal_unsettled(name, checks[name])]
-    remaining = {size: {t: bench["extra_info"]["anatomy"][t]["remaining"] for t in ("lightning", "vanilla")}
-                 for size in missed if (bench := pick(benchmarks, "test_anatomy", model_size=size))}
-    if remaining:
-        lines.append("\nWhere Lightning tuned's goal is missed or not decided, what remains is the Trainer's loop "
-                     "itself, which no setting switches off, made of hook calls, the optimizer closure, the precision "
-                     "and strategy plugins and the result collection: "
-                     + "; ".join(f"{spread(entry['lightning'])} ms per step on the {MODEL_LABELS[size]}, against "
-                                 f"{spread(entry['vanilla'])} for the hand-written loop"
-                                 for size, entry in remaining.items())
-                     + ", over the bare loop with every switchable part off, part by part below. A range that "
-                     "crosses zero is below this machine's noise.")
     if overhead:
         lines.append("\nThe machine is shared and its speed drifts: a ratio's lowest and highest round show how far "
                      "one round can be from another, and a difference within that spread is noise.")
@@ -542,6 +739,9 @@ def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
         lines += ["", "Where the time goes beyond the floor: the per-step features the bare loop does not have, each "
                   "timed alone on the default model (median):", "", "| per-step feature | ms |", "|---|---:|"]
         lines += [f"| {b['extra_info']['component']} | {1000 * b['stats']['median']:.3f} |" for b in components]
+    tuning = tuning_section(benchmarks)
+    if tuning:
+        lines += ["", *tuning]
     anatomy = anatomy_section(benchmarks)
     if anatomy:
         lines += ["", "### Where the overhead goes, part by part", "",
@@ -571,7 +771,7 @@ def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
               "[docs/side-by-side.md](../docs/side-by-side.md), generated from the current code."]
     results = out_dir / "results.md"
     results.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    curve_png = curve_chart(benchmarks, out_dir / "curve.png")
+    curve_png = turns_chart(benchmarks, out_dir / "curve.png")
     return [results, chart(benchmarks, rows, out_dir / "results.png"), *([curve_png] if curve_png else [])]
 
 

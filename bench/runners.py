@@ -361,10 +361,10 @@ class ProfiledSteps(StepLog):
         super().__init__()
         self.last, self.profile = steps, cProfile.Profile()
 
-    def step(self, batch: dict) -> None:
+    def step(self, batch: dict, model=None) -> None:
         if len(self.times) == self.last - 1:
             self.profile.disable()
-        super().step(batch)
+        super().step(batch, model)
         if len(self.times) == WARMUP_STEPS + 1:
             self.profile.enable()
 

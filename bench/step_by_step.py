@@ -52,24 +52,27 @@ class Baton:
 
 
 class TurnLog(StepLog):
-    """A StepLog that hands over at each batch's arrival but the last, and records the thread's CPU time of each
-    step: from taking its turn back to the next batch's arrival."""
+    """A StepLog that hands over at each batch's arrival but the last, and records each step's thread CPU time and
+    wall time: from taking its turn back to the next batch's arrival (on a GPU the wall time holds the waits for
+    the device too)."""
 
     def __init__(self, baton: Baton, name: str, steps: int):
         super().__init__()
         self.baton, self.name, self.last = baton, name, steps
         self.step_cpu: list[float] = []
-        self._resumed: float | None = None
+        self.step_wall: list[float] = []
+        self._resumed: tuple[float, float] | None = None
 
     def step(self, batch: dict, model=None) -> None:
-        arrived = time.thread_time()
+        arrived = time.thread_time(), time.perf_counter()
         if self._resumed is not None:
-            self.step_cpu.append(arrived - self._resumed)
+            self.step_cpu.append(arrived[0] - self._resumed[0])
+            self.step_wall.append(arrived[1] - self._resumed[1])
         super().step(batch, model)
         if len(self.times) < self.last:
             self.baton.pass_on(self.name)
             self.baton.wait_turn(self.name)
-        self._resumed = time.thread_time()
+        self._resumed = time.thread_time(), time.perf_counter()
 
 
 @contextmanager
@@ -112,9 +115,10 @@ def in_turns(runs: dict[str, Callable[[StepLog], StepLog]], steps: int) -> dict[
 
 
 
-def step_ms(logs: dict[str, TurnLog], warmup: int) -> dict[str, list[float]]:
-    """Each variant's steps after `warmup`, in ms of CPU time, the i-th of each taken within one turn of all."""
-    return {name: [round(1000 * t, 4) for t in log.step_cpu[warmup:]] for name, log in logs.items()}
+def step_ms(logs: dict[str, TurnLog], warmup: int, clock: str = "step_cpu") -> dict[str, list[float]]:
+    """Each variant's steps after `warmup`, in ms of CPU time (or of `clock`: "step_wall"), the i-th of each taken
+    within one turn of all."""
+    return {name: [round(1000 * t, 4) for t in getattr(log, clock)[warmup:]] for name, log in logs.items()}
 
 
 def overheads(logs: dict[str, TurnLog], floor: str, warmup: int) -> dict[str, dict]:

@@ -37,7 +37,7 @@ from shared.cli import parse_args
 STEPS = {"small": 40, "tiny": 60}
 # full rounds (--bench-full) and quick ones: 4 default-model rounds once spread from 0.99x to 1.11x; the answer's
 # verdicts come from the runs in turns (test_fixed_cost.py, test_curve.py), these whole runs are its wall-clock view
-ROUNDS = {"small": 10, "tiny": 6}
+ROUNDS = {"small": 6, "tiny": 4}
 QUICK_ROUNDS = {"small": 2, "tiny": 2}
 VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (defaults)", "lightning (as configured)", "lightning (tuned)")
 

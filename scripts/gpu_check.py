@@ -10,7 +10,10 @@ measurements go to docs/gpu.md.
 (d) `--strategy dp` over the GPUs present, and the dtype DataParallel's replica threads compute in under
     bf16-mixed (vanilla/data_parallel.py);
 (e) tokens per second and model FLOPs utilisation (MFU) of the default model and of a bart-base-sized one in
-    bf16-mixed.
+    bf16-mixed;
+(f) the CPU benchmarks' prediction checked: each rung's syncs per step counted as on the CPU (bench/step_counts.py)
+    and by CUDA itself (`torch.cuda.set_sync_debug_mode`), and its wall and host time per step over the bare loop
+    with the rungs in turns (bench/step_by_step.py), at the fixed-cost configuration (tiny model, batch 1).
 
 Each trainer runs as a subprocess through this script's runner mode (`--run-trainer`), which turns on
 deterministic algorithms (and the memory cap for (c)) and then runs the trainer's own `__main__`, so the trainers
@@ -105,6 +108,70 @@ class Run:
     def nondeterministic_ops(self) -> list[str]:
         return sorted({line.split(NONDETERMINISTIC)[0].strip().split(" ")[-1]
                        for line in self.output.splitlines() if NONDETERMINISTIC in line})
+
+
+
+def check_counts_and_fixed_cost(report: Report, data: Path, work: Path, deadline: Deadline) -> None:
+    """(f): per rung, the syncs per step as bench/step_counts.py counts them and as CUDA reports them, and the wall
+    and host (thread CPU) ms per step over the bare loop, the six rungs in turns of one step."""
+    import warnings
+
+    from bench.intervals import paired
+    from bench.runners import RUNGS, WARMUP_STEPS, rung_runs
+    from bench.step_by_step import in_turns, step_ms
+    from bench.step_counts import CountedSteps, count_syncs
+    from bench.test_fixed_cost import WARMUP, tiny_step_argv
+
+    class CudaSyncs:
+        """While `counting`, CUDA's sync debug mode warns at each synchronizing call: those warnings counted."""
+
+        counted = 0
+
+        @property
+        def counting(self) -> bool:
+            return torch.cuda.get_sync_debug_mode() != 0
+
+        @counting.setter
+        def counting(self, on: bool) -> None:
+            torch.cuda.set_sync_debug_mode("warn" if on else "default")
+
+    counted = 20
+    report.section("(f) Syncs and host time per step, on CUDA")
+    rows = ["| rung | syncs per step, counted as on the CPU | syncs per step, CUDA's sync debug mode | "
+            "wall ms per step over the bare loop | host (CPU) ms over the bare loop |", "|---|---:|---:|---:|---:|"]
+    syncs, cuda_syncs = {}, {}
+    for rung in RUNGS:
+        runs = rung_runs(lambda r, rung=rung: tiny_step_argv(data, work / "f" / "counts" / r.replace(" ", "_"),
+                                                             WARMUP_STEPS + counted + 1), WARMUP_STEPS + counted + 1)
+        syncs[rung] = count_syncs(runs[rung], counted)["total"]
+        counter = CudaSyncs()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                runs[rung](CountedSteps(counter, counted))
+            finally:
+                counter.counting = False
+        cuda_syncs[rung] = sum("synchroniz" in str(w.message) for w in caught) / counted
+        if deadline.left() < 60:
+            break
+    steps = 150  # of the 200 training questions, one epoch at batch 1
+    logs = in_turns(rung_runs(lambda r: tiny_step_argv(data, work / "f" / "turns" / r.replace(" ", "_"), steps),
+                              steps), steps)
+    wall, cpu = step_ms(logs, WARMUP, "step_wall"), step_ms(logs, WARMUP)
+    for rung in RUNGS:
+        cells = []
+        for clock in (wall, cpu):
+            if rung == "bare loop":
+                cells.append(f"{sum(clock[rung]) / len(clock[rung]):.2f} ms in all")
+            else:
+                diff = paired(clock[rung], clock["bare loop"])
+                cells.append(f"{diff['ms']:+.2f} ± {diff['half_width']:.2f}")
+        rows.append(f"| {rung} | {syncs.get(rung, float('nan')):g} | {cuda_syncs.get(rung, float('nan')):g} | "
+                    + " | ".join(cells) + " |")
+    report.add(f"Counted over {counted} steps after {WARMUP_STEPS}; timed over {steps - 1 - WARMUP} steps in turns. "
+               "CUDA's count includes the syncs the CPU count cannot see (inside C++ operators, blocking copies); "
+               "where the host time (CPU) is shorter than the device's step, the wall time shows the device's "
+               "time instead.", "", *rows)
 
 
 def last_line(text: str) -> str:
@@ -437,6 +504,7 @@ def main() -> int:
              lambda: check_search_against_real_oom(report, work, deadline)),
             ("(d) --strategy dp", 45, lambda: check_data_parallel(report, data, work, deadline)),
             ("(e) throughput and MFU", 40, lambda: measure_throughput(report, deadline)),
+            ("(f) syncs and host time per step", 90, lambda: check_counts_and_fixed_cost(report, data, work, deadline)),
         ]
         for title, needs, section in sections:
             run_section(report, title, needs, section, deadline)

@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import count_lines
-from bench.report import curve_points, fixed_costs, per_step_cost
+from bench.report import difference, ms_text, turn_curve_points, turns_cost
 
 SIDE_BY_SIDE = REPO / "docs" / "side-by-side.md"
 README = REPO / "README.md"
@@ -478,23 +478,19 @@ def headline() -> str:
     if BENCHMARK.exists():
         document = json.loads(BENCHMARK.read_text())
         bench_commit = f" (measured at commit {document.get('commit_info', {}).get('id', 'unknown')[:10]})"
-        costs = {size: per_step_cost(document, size) for size in ("small", "tiny")}
-        points = curve_points(document["benchmarks"])
+        costs = {size: turns_cost(document, size) for size in ("small", "tiny")}
+        points = turn_curve_points(document["benchmarks"])
         if points:
-            overheads = [p["point"]["lightning (as configured)"]["overhead_ms"] for p in points]
-            shares = [p["point"]["lightning (as configured)"]["share"] for p in points]
-            by_hand = [p["point"]["vanilla"]["overhead_ms"] for p in points]
-            median = fixed_costs(points)["lightning (as configured)"]
-            curve = (f" Lightning's overhead over the bare loop at the curve's points (the chart below): "
-                     f"{min(overheads):+.1f} to {max(overheads):+.1f} ms per step, {min(shares):.0%} to "
-                     f"{max(shares):.0%} of the step, against {min(by_hand):+.1f} to {max(by_hand):+.1f} ms for the "
-                     f"hand-written trainer (the bare loop clips no gradients, and clipping grows with the "
-                     f"parameters); were it a fixed cost per step, their median, {median:.1f} ms, would be under 1% "
-                     f"of steps longer than {100 * median:,.0f} ms, "
-                     + ("but here it grows with the step." if overheads[-1] > 2 * median  # at the longest step
-                        else "which this run's noise does not settle."))
+            rung = "lightning (as configured)"
+            overheads = [difference(p, rung, "bare loop") for p in points]
+            curve = (" Lightning's host time over the bare loop at the curve's points, from the tiny model to the "
+                     "bart-base-sized one (the chart below): "
+                     + ", ".join(f"{p['model_size']}/{p['batch_size']} {ms_text(d)}" for p, d in zip(points, overheads,
+                                                                                                   strict=True))
+                     + ".")
     rows = ["| rung | takes off your hands (lines of vanilla/ it removes) | leaves to you | lines | "
-            "per step, default model | per step, tiny model |", "|---|---|---|---:|---:|---:|"]
+            "per step, default model (ratio to vanilla) | fixed cost per step (tiny model, batch 1) |",
+            "|---|---|---|---:|---:|---:|"]
     for side, rung in RUNGS.items():
         share = {f: (table[f]["vanilla"] - table[f][side]) / table[f]["vanilla"] for f in features}
         takes = ", ".join(f"{f} {table[f]['vanilla'] - table[f][side]} of {table[f]['vanilla']}"
