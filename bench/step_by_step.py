@@ -56,9 +56,9 @@ class TurnLog(StepLog):
     wall time: from taking its turn back to the next batch's arrival (on a GPU the wall time holds the waits for
     the device too)."""
 
-    def __init__(self, baton: Baton, name: str, steps: int):
+    def __init__(self, baton: Baton, name: str, steps: int, between: Callable[[], None] | None = None):
         super().__init__()
-        self.baton, self.name, self.last = baton, name, steps
+        self.baton, self.name, self.last, self.between = baton, name, steps, between
         self.step_cpu: list[float] = []
         self.step_wall: list[float] = []
         self._resumed: tuple[float, float] | None = None
@@ -70,6 +70,8 @@ class TurnLog(StepLog):
             self.step_wall.append(arrived[1] - self._resumed[1])
         super().step(batch, model)
         if len(self.times) < self.last:
+            if self.between is not None:  # outside the timed window (on a GPU: let the device finish this step)
+                self.between()
             self.baton.pass_on(self.name)
             self.baton.wait_turn(self.name)
         self._resumed = time.thread_time(), time.perf_counter()
@@ -85,11 +87,14 @@ def one_intra_op_thread():
         torch.set_num_threads(threads)
 
 
-def in_turns(runs: dict[str, Callable[[StepLog], StepLog]], steps: int) -> dict[str, TurnLog]:
+def in_turns(runs: dict[str, Callable[[StepLog], StepLog]], steps: int,
+             between: Callable[[], None] | None = None) -> dict[str, TurnLog]:
     """Each `run(log)` (a runner given its log) in a thread, in turns of one step, `steps` steps each; their logs,
-    whose `step_cpu` are the CPU seconds of their steps, the i-th of each taken within one turn of all."""
+    whose `step_cpu` are the CPU seconds of their steps, the i-th of each taken within one turn of all; `between`,
+    called at each hand-over outside the timed steps (`torch.cuda.synchronize` on a GPU, so that no rung waits for
+    another's kernels)."""
     baton = Baton(list(runs))
-    logs = {name: TurnLog(baton, name, steps) for name in runs}
+    logs = {name: TurnLog(baton, name, steps, between) for name in runs}
     errors: dict[str, BaseException] = {}
 
     def run_in_turn(name: str) -> None:
@@ -110,7 +115,8 @@ def in_turns(runs: dict[str, Callable[[StepLog], StepLog]], steps: int) -> dict[
             thread.join()
     if errors:
         name, error = next(iter(errors.items()))
-        raise RuntimeError(f"{name} failed while running in turns") from error
+        raise RuntimeError(f"{', '.join(errors)} failed while running in turns (the first one's error below)") \
+            from error
     return logs
 
 

@@ -8,14 +8,17 @@ a tensor becomes a Python value: `.item()`, `.tolist()`, `bool(tensor)` (an `if`
 are counted by replacing those methods of `torch.Tensor` for the counted steps, with the code that made each (the
 first frame outside torch). A conversion made inside another (`format()` calls `.item()`) counts once. What this
 cannot see: a sync inside a C++ operator (an output whose size depends on the data: `nonzero`, boolean indexing)
-and a copy to the host without `non_blocking`; `make gpu-check` counts every sync on CUDA with
-`torch.cuda.set_sync_debug_mode`, the cross-check of these counts.
+and a blocking copy between host and device (`.to(device)` without `non_blocking`: the trainers and the bare loop
+copy their batches with it); `make gpu-check` counts every sync on CUDA with `torch.cuda.set_sync_debug_mode`, the
+cross-check of these counts.
 
 Python calls are sys.setprofile's "call" events in the training thread (a Python function entered or a generator
 resumed), by where the function's code lives. C functions are not counted.
 
 Both are exact: the same code path gives the same counts, and bench/test_counts.py runs each variant twice and
-requires equal tables. The probe's own call (a callback or a wrapper, one per step) is included; its work is not.
+requires equal tables. The probe's own calls are included, its work is not: one wrapper call per step in the
+bare loop, vanilla and Fabric; in Lightning its callback, called through the Trainer's hook dispatch (a dozen calls
+that any callback costs).
 """
 
 from __future__ import annotations
@@ -89,13 +92,17 @@ class SyncCounter:
     @contextmanager
     def installed(self):
         originals = {name: getattr(torch.Tensor, name) for name in SYNC_METHODS}
+        own = {name for name in SYNC_METHODS if name in vars(torch.Tensor)}  # the others are inherited
         for name, original in originals.items():
             setattr(torch.Tensor, name, self._wrap(name, original))
         try:
             yield self
         finally:
             for name, original in originals.items():
-                setattr(torch.Tensor, name, original)
+                if name in own:
+                    setattr(torch.Tensor, name, original)
+                else:
+                    delattr(torch.Tensor, name)
 
     def _wrap(self, name, original):
         kind = f"{name.strip('_')}()"

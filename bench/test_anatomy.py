@@ -14,8 +14,9 @@ counted in both). Whether they add up is checked round by round: the sum of the 
 mean over rounds against the 95% confidence interval of that mean (the report states both).
 
 "Lightning, tuned" is lightning/train.py with the Trainer settings a user can change without giving up anything
-this job uses (bench/runners.py `tuned_settings`); they touch the progress bar alone, so its other parts are
-Lightning's as configured, from the same runs, and its bar is timed against the same variant without the bar.
+this job uses (bench/runners.py `tuned_settings`); they turn the progress bar off and touch nothing else, so its
+other parts are Lightning's as configured, from the same runs, and what is left of its part "progress bar and
+train_loss logging" (the logging) is timed against the same variant without it.
 Two profilers attribute what switching off cannot reach, each in a run of its own: Lightning's SimpleProfiler,
 the per-step time of its hooks and actions; and cProfile over the timed steps of every trainer, the time spent in
 the frameworks' and this repository's own Python code, by package area (pytorch_lightning/loops/optimization:

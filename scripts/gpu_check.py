@@ -154,9 +154,13 @@ def check_counts_and_fixed_cost(report: Report, data: Path, work: Path, deadline
         cuda_syncs[rung] = sum("synchroniz" in str(w.message) for w in caught) / counted
         if deadline.left() < 60:
             break
+    if deadline.left() < 60:
+        report.add("The runs in turns skipped: the budget ran out. Syncs per step, counted as on the CPU / by CUDA: "
+                   + "; ".join(f"{rung} {syncs[rung]:g} / {cuda_syncs[rung]:g}" for rung in syncs) + ".")
+        return
     steps = 150  # of the 200 training questions, one epoch at batch 1
     logs = in_turns(rung_runs(lambda r: tiny_step_argv(data, work / "f" / "turns" / r.replace(" ", "_"), steps),
-                              steps), steps)
+                              steps), steps, between=torch.cuda.synchronize)
     wall, cpu = step_ms(logs, WARMUP, "step_wall"), step_ms(logs, WARMUP)
     for rung in RUNGS:
         cells = []
@@ -169,9 +173,10 @@ def check_counts_and_fixed_cost(report: Report, data: Path, work: Path, deadline
         rows.append(f"| {rung} | {syncs.get(rung, float('nan')):g} | {cuda_syncs.get(rung, float('nan')):g} | "
                     + " | ".join(cells) + " |")
     report.add(f"Counted over {counted} steps after {WARMUP_STEPS}; timed over {steps - 1 - WARMUP} steps in turns. "
-               "CUDA's count includes the syncs the CPU count cannot see (inside C++ operators, blocking copies); "
-               "where the host time (CPU) is shorter than the device's step, the wall time shows the device's "
-               "time instead.", "", *rows)
+               "CUDA's count includes the syncs the CPU count cannot see (inside C++ operators, blocking copies). "
+               "Each rung's step starts with the device idle (a `torch.cuda.synchronize()` at each hand-over, "
+               "outside the timed steps); its wall time is the longer of its host time and the device's, plus the "
+               "waits at its syncs; its CPU time includes the host's spin while it waits at a sync.", "", *rows)
 
 
 def last_line(text: str) -> str:
