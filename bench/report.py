@@ -406,7 +406,13 @@ def calls_over_floor(benchmarks, rung: str = "lightning (tuned)", top: int = 4) 
 
 def counts_of(benchmarks) -> dict[str, dict]:
     return {bench["extra_info"]["variant"]: bench["extra_info"] for bench in benchmarks
-            if bench["name"].startswith("test_counts")}
+            if bench["name"].startswith("test_counts") and "variant" in bench["extra_info"]}
+
+
+def failed_counts(benchmarks) -> list[str]:
+    """The variants whose counting failed in this run (a benchmark without its figures: its two counts differed)."""
+    return [bench["name"].split("[", 1)[1].rstrip("]") for bench in benchmarks
+            if bench["name"].startswith("test_counts[") and "variant" not in bench["extra_info"]]
 
 
 def counts_section(benchmarks) -> list[str]:
@@ -422,7 +428,7 @@ def counts_section(benchmarks) -> list[str]:
              "the host would wait for the device on a GPU, a tensor turned into a Python value, by kind and by the "
              "code that makes it. The output was not a terminal (as under pytest or in a job's log), where a "
              "progress bar draws less than on a terminal. "
-             + ("Each rung was counted twice in this run and the two tables were equal." if repeated else
+             + ("Each rung shown was counted twice in this run and its two tables were equal." if repeated else
                 "Counted once in this run (the quick rounds); `make bench` counts twice and requires equal tables."),
              "", "| rung | Python calls | syncs | where the syncs are made | conversions that are no sync on a GPU |",
              "|---|---:|---:|---|---|"]
@@ -435,6 +441,10 @@ def counts_section(benchmarks) -> list[str]:
         where = "; ".join(f"{n:g} {code}" for code, n in syncs["by_code"].items()) or "-"
         host = "; ".join(f"{n:g} {code}" for code, n in syncs["host_side"].items()) or "-"
         lines.append(f"| {rung} | {info['calls']['total']:,.2f} | {syncs['total']:g} | {where} | {host} |")
+    failed = failed_counts(benchmarks)
+    if failed:
+        lines += ["", f"Not in the table: {', '.join(failed)}, whose two counts in this run differed (the run failed "
+                  "on it), so neither is shown."]
     lines += ["", "A sync inside a C++ operator (an output whose size depends on the data) or a blocking copy to "
               "the host is not seen here; `make gpu-check` counts every sync on CUDA "
               "(`torch.cuda.set_sync_debug_mode`) to check these counts."]
