@@ -528,8 +528,11 @@ def turn_curve_section(benchmarks) -> list[str]:
                      "from it: nothing measured here grows with the model, within intervals that widen with the step "
                      "(the machine's noise grows with it), so a cost that grows slowly would not show at the long "
                      "steps. ")
-                  + ("Differing: " + "; ".join(unlike) + ". What grows with the model there is not named by these "
-                     "runs: the appendix's anatomy and profiles are the place to look." if unlike else "")]
+                  + ("Differing: " + "; ".join(unlike) + ". " if unlike else "")
+                  + ("Where a point lies above the fixed cost, what grows with the model there is not named by these "
+                     "runs: the appendix's anatomy and profiles are the place to look."
+                     if any(" (+" in u for u in unlike) else
+                     "Those lie below it: nothing there grows with the model." if unlike else "")]
     return lines
 
 
