@@ -20,9 +20,9 @@ from bench.runners import (
     tuned_settings,
     vanilla_trainer,
 )
+from bench.step_by_step import one_intra_op_thread
 from bench.test_fixed_cost import tiny_step_argv
 from shared.cli import parse_args
-from shared.synthetic import write_synthetic_squad
 
 pytestmark = pytest.mark.slow
 
@@ -42,19 +42,15 @@ OTHERS = [variant for variant in RUNS if variant != REFERENCE]
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
-    """Torch on one intra-op thread here, as in the benchmark's runs in turns: with two or more, a run on a machine
-    whose cores are busy elsewhere takes some 30 times as long (its threads wait on each other at every operator)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """As in the benchmark's runs in turns: with two threads on a machine whose cores are busy elsewhere, a run takes
+    some 30 times as long."""
+    with one_intra_op_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("like-for-like-data")
-    write_synthetic_squad(directory, seed=1234, sizes={"train": 200, "dev": 16, "test": 4})
-    return directory
+def data(tiny_data) -> Path:
+    return tiny_data  # tests/conftest.py's
 
 
 def argv(data: Path, directory: Path, *extra: str) -> list[str]:

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from bench.runners import WARMUP_STEPS, lightning_trainer, vanilla_trainer
+from bench.step_by_step import one_intra_op_thread
 from bench.step_counts import SYNC_METHODS, CallCounter, SyncCounter, count_calls, count_syncs
 from bench.test_fixed_cost import tiny_step_argv
-from shared.synthetic import write_synthetic_squad
 
 HERE = "tests/test_step_counts.py"  # as the tables show this file (from the repository root)
 
@@ -138,19 +138,15 @@ STEPS = WARMUP_STEPS + COUNTED + 1  # the counted steps end at the next batch's 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
-    """Torch on one intra-op thread here, as in the benchmark's runs in turns: with two or more, a run on a machine
-    whose cores are busy elsewhere takes some 30 times as long (its threads wait on each other at every operator)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """As in the benchmark's runs in turns: with two threads on a machine whose cores are busy elsewhere, a run takes
+    some 30 times as long."""
+    with one_intra_op_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("step-counts-data")
-    write_synthetic_squad(directory, seed=1234, sizes={"train": 200, "dev": 16, "test": 4})
-    return directory
+def data(tiny_data) -> Path:
+    return tiny_data  # tests/conftest.py's
 
 
 TRAINERS = {"vanilla": lambda argv, log: vanilla_trainer(argv, log=log),
