@@ -1,13 +1,13 @@
-"""Run the three trainers with the same command line and print what each did, side by side (`make demo`).
+"""Run the four trainers with the same command line and print what each did, side by side (`make demo`).
 
-    python scripts/compare_runs.py [--runs-root runs] [TRAINER ARGS ...]   train all three, then compare
-    python scripts/compare_runs.py --compare [RUN RUN RUN]                 compare runs already made
+    python scripts/compare_runs.py [--runs-root runs] [TRAINER ARGS ...]   train all four, then compare
+    python scripts/compare_runs.py --compare [RUN RUN RUN RUN]             compare runs already made
 
 Training, each trainer gets a new version directory (RUNS_ROOT/vanilla/version_N, RUNS_ROOT/fabric/version_M,
-...). With --compare, three run directories (vanilla's, fabric's, lightning's) are compared as they are; with none
-named, the latest finished version of each trainer. The summary is read back from the artifacts the runs leave
-(metrics.csv, hparams.yaml, checkpoints, test_metrics.json), and the exit status is 1 when the runs disagree on
-anything the table compares.
+...). With --compare, four run directories (vanilla's, fabric's, lightning's, hf_trainer's) are compared as they
+are; with none named, the latest finished version of each trainer. The summary is read back from the artifacts
+the runs leave (metrics.csv, hparams.yaml, checkpoints, test_metrics.json), and the exit status is 1 when the runs
+disagree on anything the table compares.
 """
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from shared.checkpoint_file import model_weights
 from shared.run_dir import new_version, versions
 
-TRAINERS = ("vanilla", "fabric", "lightning")  # the ladder: by hand, Fabric, the Trainer
+TRAINERS = ("vanilla", "fabric", "lightning", "hf_trainer")  # by hand, Fabric, Lightning's and transformers' Trainer
+LIGHTNING_LAYOUT = TRAINERS[:3]  # checkpoints named and kept as Lightning's; transformers' Trainer keeps checkpoint-N/
+NOT_COMPARED = ("wall time",)
+AMONG_LIGHTNING_LAYOUT = ("best checkpoint",)
 
 
 def run_trainer(name: str, output_dir: Path, trainer_args: list[str]) -> float:
@@ -52,31 +56,39 @@ def summarise(output_dir: Path, wall_time: float | None) -> dict:
         "epochs run": str(last_epoch + 1),
         "stopped": f"early, after epoch {last_epoch}" if last_epoch + 1 < max_epochs else "max_epochs reached",
         "final dev_loss": f"{dev[-1][1]:.6f}",
+        "best dev_loss": f"{min(loss for _, loss in dev):.6f}",
         "best checkpoint": report["checkpoint"],
         **{name: f"{report[name]:.4f}" for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l")},
     }
 
 
+def tested_checkpoint(run: Path) -> Path:
+    return run / "checkpoints" / json.loads((run / "test_metrics.json").read_text())["checkpoint"]
+
+
 def same_weights(a: Path, b: Path) -> bool:
-    """Every tensor of the model in last.ckpt equal, bit for bit."""
-    x = torch.load(a / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    y = torch.load(b / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    keys = [k for k in x if k.startswith("model.")]
-    return keys == [k for k in y if k.startswith("model.")] and all(torch.equal(x[k], y[k]) for k in keys)
+    """Every tensor of the two checkpoints' models equal, bit for bit."""
+    x, y = model_weights(a), model_weights(b)
+    return sorted(x) == sorted(y) and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def print_table(summaries: dict[str, dict], weights_equal: bool) -> bool:
+def print_table(summaries: dict[str, dict], weights: dict[str, bool]) -> bool:
+    """`weights`: row -> whether the runs' weights there are identical."""
     rows = [(field, *(summaries[name][field] for name in TRAINERS)) for field in summaries["vanilla"]]
     width = max(len(r[0]) for r in rows) + 2
     col = max(len(v) for r in rows for v in r[1:]) + 2
     print(f"\n{'':{width}}" + "".join(f"{name:{col}}" for name in TRAINERS) + "same")
-    agree = weights_equal
+    agree = all(weights.values())
     for field, *values in rows:
-        mark = "" if field == "wall time" else ("yes" if len(set(values)) == 1 else "NO")
+        compared = values[:len(LIGHTNING_LAYOUT)] if field in AMONG_LIGHTNING_LAYOUT else values
+        mark = "" if field in NOT_COMPARED else ("yes" if len(set(compared)) == 1 else "NO")
         agree &= mark != "NO"
         print(f"{field:{width}}" + "".join(f"{value:{col}}" for value in values) + mark)
-    verdict = "identical" if weights_equal else "DIFFER"
-    print(f"{'final weights':{width}}" + "".join(f"{'last.ckpt':{col}}" for _ in TRAINERS) + verdict)
+    for field, (shown, identical) in {
+            "final weights": (["last.ckpt"] * len(LIGHTNING_LAYOUT) + ["-"], weights["final weights"]),
+            "tested weights": (["best checkpoint"] * len(TRAINERS), weights["tested weights"])}.items():
+        print(f"{field:{width}}" + "".join(f"{value:{col}}" for value in shown)
+              + ("identical" if identical else "DIFFER"))
     print(f"\nthe {len(TRAINERS)} trainers agree" if agree else f"\nthe {len(TRAINERS)} trainers DISAGREE")
     return agree
 
@@ -91,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = args.runs_root.resolve()  # the trainers run from the repository root
     if args.compare is not None:
         if trainer_args or len(args.compare) not in (0, len(TRAINERS)):
-            raise SystemExit(f"error: --compare takes {len(TRAINERS)} run directories (vanilla, fabric, lightning), or "
+            raise SystemExit(f"error: --compare takes {len(TRAINERS)} run directories ({', '.join(TRAINERS)}), or "
                              f"none for each trainer's latest version")
         finished = {name: [run for run in versions(runs_root / name) if (run / "test_metrics.json").is_file()]
                     for name in TRAINERS}
@@ -108,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         wall_times = {name: run_trainer(name, runs[name], trainer_args) for name in TRAINERS}
     summaries = {name: summarise(runs[name], wall_times[name]) for name in TRAINERS}
     print("\n" + "\n".join(f"{name}: {runs[name]}" for name in TRAINERS))
-    weights_equal = all(same_weights(runs["vanilla"], runs[name]) for name in TRAINERS)
-    return 0 if print_table(summaries, weights_equal) else 1
+    weights = {  # the final weights of the run where they are kept (transformers' Trainer keeps the best alone)
+        "final weights": all(same_weights(runs["vanilla"] / "checkpoints" / "last.ckpt",
+                                          runs[name] / "checkpoints" / "last.ckpt") for name in LIGHTNING_LAYOUT),
+        "tested weights": all(same_weights(tested_checkpoint(runs["vanilla"]), tested_checkpoint(runs[name]))
+                              for name in TRAINERS)}
+    return 0 if print_table(summaries, weights) else 1
 
 
 if __name__ == "__main__":

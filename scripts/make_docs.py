@@ -512,7 +512,8 @@ def headline() -> str:
     if measured:
         parity_result += f" (commit {measured.group(1)})"
     return "\n".join(rows) + (
-        f"\n\nParity on the CPU (float32, bf16-mixed, DDP, resume, fine-tuning), the three trainers pairwise: "
+        f"\n\nParity on the CPU (float32, bf16-mixed, DDP, resume, fine-tuning; transformers' Trainer in part of "
+        f"the rows so far): "
         f"**{parity_result}**, [docs/parity/parity.md](docs/parity/parity.md). Per-step figures{bench_commit}: "
         f"[bench/results.md](bench/results.md).{curve} Lines by feature: "
         f"[docs/side-by-side.md](docs/side-by-side.md).\n"

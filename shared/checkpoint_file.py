@@ -68,3 +68,16 @@ def cannot_write(path: str | Path, error: OSError) -> CheckpointError:
     """A checkpoint write that failed (a full disk, say): the file it was to replace is untouched."""
     return CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; the previous checkpoint, "
                            f"if any, is intact")
+
+
+def model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights, named `model.*`: from a .ckpt file in Lightning's layout (vanilla/, fabric/,
+    lightning/), or from a transformers Trainer's checkpoint-N/ folder (hf_trainer/), read with from_pretrained,
+    which puts back the tied weights save_pretrained writes once."""
+    path = Path(path)
+    if path.is_dir():
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        return {PREFIX + name: tensor for name, tensor in model.state_dict().items()}
+    return {name: tensor for name, tensor in read_checkpoint(path)["state_dict"].items() if name.startswith(PREFIX)}

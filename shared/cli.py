@@ -153,7 +153,7 @@ def build_parser(prog: str, trainer: str) -> argparse.ArgumentParser:
 
 
 def parse_args(prog: str, trainer: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`trainer` ("vanilla", "fabric", "lightning"): where its runs go by default, runs/<trainer>/version_N."""
+    """`trainer` (vanilla, fabric, lightning, hf_trainer): where its runs go by default, runs/<trainer>/version_N."""
     args = build_parser(prog, trainer).parse_args(argv)
     if args.resume is not None and args.overwrite:
         raise UserError("--resume continues the run in --output-dir and --overwrite replaces it: give one of them")

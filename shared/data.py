@@ -85,8 +85,10 @@ class QGDataset(Dataset):
 class PadCollator:
     """Dynamic padding: each batch is padded to its own longest sequence, labels with -100."""
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, with_index: bool = True):
         self.pad_token_id = pad_token_id
+        # transformers' Trainer strips from each example what the model's forward does not take (`index`)
+        self.with_index = with_index
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         source_len = max(len(item["input_ids"]) for item in items)
@@ -98,5 +100,7 @@ class PadCollator:
             input_ids[row, : len(item["input_ids"])] = torch.tensor(item["input_ids"])
             attention_mask[row, : len(item["input_ids"])] = 1
             labels[row, : len(item["labels"])] = torch.tensor(item["labels"])
-        index = torch.tensor([item["index"] for item in items], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "index": index}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if self.with_index:
+            batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
+        return batch

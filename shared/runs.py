@@ -5,9 +5,9 @@ Every run under DIR -- `DIR/<trainer or --name>/version_N` as the trainers make 
 run's files -- in one line: its trainer, version, when it was last written, how it ended (running, finished,
 stopped early, interrupted and resumable, failed, empty), its epochs, best dev_loss, test BLEU-4 and ROUGE-L, and the
 settings that differ between the listed runs. All of it is read from the files the runs leave (hparams.yaml,
-metrics.csv, test_metrics.json, checkpoints/last.ckpt, .lock); a run whose lock is held is still running. A
-directory that cannot be read, or holds only part of a run, is listed with the reason: the listing never stops
-at one.
+metrics.csv, test_metrics.json, checkpoints/last.ckpt or transformers' checkpoint-N/, .lock); a run whose lock
+is held is still running. A directory that cannot be read, or holds only part of a run, is listed with the reason:
+the listing never stops at one.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def find_runs(root: Path, depth: int = 3) -> list[Path]:
         if is_run:
             found.append(child)
         if depth > 1 and not VERSION.fullmatch(child.name):
-            found += [path for path in find_runs(child, depth - 1) if path.parent.name not in RUN_FOLDERS]
+            found += [path for path in find_runs(child, depth - 1)
+                      if path.parent.name not in RUN_FOLDERS and not (is_run and path.name in RUN_FOLDERS)]
     return found
 
 
@@ -108,6 +109,12 @@ def _read_run(path: Path) -> Run:
     run, problems = Run(path), []
     files = [p for p in (path / name for name in RUN_FILES) if p.exists()]
     files += list((path / "checkpoints").glob("*.ckpt")) if (path / "checkpoints").is_dir() else []
+    # transformers' Trainer (hf_trainer/) saves checkpoint-N/ folders, each with its trainer_state.json
+    steps = {int(state.parent.name.removeprefix("checkpoint-")): state
+             for state in (path / "checkpoints").glob("checkpoint-*/trainer_state.json")
+             if state.parent.name.removeprefix("checkpoint-").isdigit()}
+    trainer_states = [steps[step] for step in sorted(steps)]
+    files += trainer_states
     times = [p.stat().st_mtime for p in files if p.exists()]  # a broken link is passed over
     if times:
         run.when = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(times)))
@@ -146,13 +153,15 @@ def _read_run(path: Path) -> Run:
         except (OSError, ValueError, KeyError, TypeError) as error:
             problems.append(f"unreadable test_metrics.json ({_first_line(error)})")
             tested = None
-    if run.trainer == "?" and path.parent.name in ("vanilla", "fabric", "lightning"):
+    if trainer_states:
+        run.trainer = "hf_trainer"
+    if run.trainer == "?" and path.parent.name in ("vanilla", "fabric", "lightning", "hf_trainer"):
         run.trainer = path.parent.name
-    run.status = _status(path, run, tested, last, dev, problems)
+    run.status = _status(path, run, tested, last, dev, problems, trainer_states[-1].parent if trainer_states else None)
     return run
 
 
-def _status(path: Path, run: Run, tested, last, dev, problems: list[str]) -> str:
+def _status(path: Path, run: Run, tested, last, dev, problems: list[str], trainer_checkpoint: Path | None) -> str:
     if _lock_held(path):
         return "running"
     if not any(path.iterdir()):
@@ -167,6 +176,8 @@ def _status(path: Path, run: Run, tested, last, dev, problems: list[str]) -> str
         # (or failed after a checkpoint: the files do not tell the two apart)
     elif (path / "checkpoints" / "last.ckpt").exists():
         ended = "failed"  # the problems say what is wrong with its checkpoint
+    elif trainer_checkpoint is not None:
+        ended = f"interrupted after {trainer_checkpoint.name}"
     else:
         ended = "failed: no checkpoint"
     return "; ".join([ended, *problems])

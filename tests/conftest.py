@@ -52,11 +52,12 @@ def qa(id_: str, question: str, text: str, start: int, **extra) -> dict:
 
 
 TRAINERS = ("vanilla", "fabric", "lightning")  # the ladder: by hand, Fabric, the Trainer
+HF_TRAINER = "hf_trainer"  # the fourth rung, transformers' Seq2SeqTrainer, in the tests that compare it so far
 
 
 def load_train(trainer: str):
-    """A trainer's train.py as a module: vanilla's is a package module; lightning/ and fabric/ are not packages (a
-    package named `lightning` would shadow the real distribution), so theirs load from their files."""
+    """A trainer's train.py as a module: vanilla's is a package module; lightning/, fabric/ and hf_trainer/ are not
+    packages (a package named `lightning` would shadow the real distribution), so theirs load from their files."""
     import importlib
     import importlib.util
     import sys
@@ -133,7 +134,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     missing = PARITY_CHECK.get("missing", [])
     if not parity_report.ROWS and not missing:
         return
-    terminalreporter.section("parity: vanilla/, fabric/ and lightning/ on the CPU, float32 unless stated")
+    terminalreporter.section("parity: vanilla/, fabric/, lightning/ and hf_trainer/ on the CPU, float32 unless stated")
     for line in parity_report.table(parity_report.ROWS, missing, PARITY_CHECK.get("left_out", 0)):
         terminalreporter.write_line(line)
     directory = config.getoption("--parity-report")
@@ -156,3 +157,11 @@ def trained_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
     for trainer, output in outputs.items():
         load_train(trainer).main(tiny_args(tiny_data, output, "--save-top-k", "2"))
     return outputs
+
+
+@pytest.fixture(scope="session")
+def hf_trained_run(tiny_data, tmp_path_factory) -> Path:
+    """The same tiny run through transformers' Seq2SeqTrainer (hf_trainer/), for the tests that compare it."""
+    output = tmp_path_factory.mktemp("trained-runs") / HF_TRAINER
+    load_train(HF_TRAINER).main(tiny_args(tiny_data, output, "--save-top-k", "2"))
+    return output

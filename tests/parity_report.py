@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TRAINERS = ("vanilla", "fabric", "lightning")  # the ladder: by hand, Fabric, the Trainer
+RUNGS = (*TRAINERS, "hf_trainer")  # the report's columns: transformers' Seq2SeqTrainer joins the rows it runs
+NOT_RUN = "—"  # the cell of a rung a row does not compare (yet)
 BITWISE, BEHAVIOUR = "bitwise", "behaviour"
 PARITY_TESTS = "tests/test_parity.py"
 
@@ -39,13 +41,17 @@ def _expected() -> dict[str, Expected]:
         ("test_checkpointing_gives_the_same_files_and_best", "checkpoint files (top-2 + last)", BEHAVIOUR),
         ("test_checkpointing_gives_the_same_files_and_best", "best checkpoint", BEHAVIOUR),
         ("test_checkpointing_gives_the_same_files_and_best", "weights inside each checkpoint trio", BITWISE),
+        ("test_checkpointing_gives_the_same_files_and_best", "the best checkpoint's weights (the one tested)",
+         BITWISE),
         ("test_test_phase_gives_the_same_predictions_and_scores", "test phase: predictions.jsonl", BITWISE),
-        ("test_test_phase_gives_the_same_predictions_and_scores", "test phase: test_metrics.json", BITWISE),
+        ("test_test_phase_gives_the_same_predictions_and_scores", "test phase: test_metrics.json's scores", BITWISE),
         ("test_early_stopping_stops_all_at_the_same_epoch_for_the_same_reason",
          "early stopping (patience 1): last epoch", BEHAVIOUR),
         ("test_early_stopping_stops_all_at_the_same_epoch_for_the_same_reason", "early stopping: reason", BEHAVIOUR),
         ("test_early_stopping_stops_all_at_the_same_epoch_for_the_same_reason", "early stopping: final weights",
          BITWISE),
+        ("test_early_stopping_stops_all_at_the_same_epoch_for_the_same_reason",
+         "early stopping: the best checkpoint's weights", BITWISE),
         *[row for mode in ("power", "binsearch") for row in [
             (f"test_batch_size_search_tries_the_same_sizes[{mode}]", f"batch-size search ({mode}, OOM above 40)",
              BEHAVIOUR),
@@ -53,6 +59,8 @@ def _expected() -> dict[str, Expected]:
              BITWISE)]],
         ("test_a_run_killed_mid_epoch_and_resumed_equals_the_others_uninterrupted_runs",
          "kill mid-epoch + --resume last, vs every uninterrupted run", BITWISE),
+        ("test_gradient_accumulation_gives_equal_weights", "accumulate 2 batches, 1 epoch: final weights", BITWISE),
+        ("test_gradient_accumulation_gives_equal_weights", "accumulate 2 batches: metrics.csv", BITWISE),
         ("test_bf16_mixed_gives_equal_weights", "bf16-mixed, 2 epochs: final weights", BITWISE),
         ("test_bf16_mixed_gives_equal_weights", "bf16-mixed: metrics.csv", BITWISE),
         ("test_ddp_on_two_cpu_processes_gives_equal_weights", "DDP, 2 CPU processes: final weights", BITWISE),
@@ -71,7 +79,7 @@ def _expected() -> dict[str, Expected]:
         ("test_fine_tuning_a_pretrained_model_gives_equal_weights", "fine-tuning --model DIR, 5 steps: final weights",
          BITWISE),
         ("test_fine_tuning_a_pretrained_model_gives_equal_weights",
-         "fine-tuning: predictions.jsonl, test_metrics.json", BITWISE),
+         "fine-tuning: predictions.jsonl, test scores", BITWISE),
         # the predictions each trainer writes from the others' checkpoints, byte for byte; then the refusals
         ("test_each_trainer_tests_the_others_checkpoints", "cross-loading: test the others' best checkpoints",
          BITWISE),
@@ -107,7 +115,7 @@ def record_parity(feature: str, results: dict[str, str], equal: bool) -> None:
                          f"with its kind and its test")
     if any(row.feature == feature for row in ROWS):
         raise ValueError(f"parity comparison {feature!r} recorded twice")
-    ROWS.append(Row(feature, {trainer: str(results.get(trainer, "")) for trainer in TRAINERS}, bool(equal),
+    ROWS.append(Row(feature, {rung: str(results[rung]) if rung in results else NOT_RUN for rung in RUNGS}, bool(equal),
                     EXPECTED[feature].kind))
 
 
@@ -139,10 +147,10 @@ def counts(rows: list[Row], missing: list[str]) -> list[str]:
 def table(rows: list[Row], missing: list[str], left_out: int) -> list[str]:
     """The terminal's table: the recorded rows, then the expected ones that did not run, then the counts.
     `left_out`: expected comparisons whose tests this session did not select (not a parity run)."""
-    cells = [("feature", *TRAINERS, "compared", "equal")]
-    cells += [(row.feature, *(row.shown[t] for t in TRAINERS), row.kind, "yes" if row.equal else "NO")
+    cells = [("feature", *RUNGS, "compared", "equal")]
+    cells += [(row.feature, *(row.shown[t] for t in RUNGS), row.kind, "yes" if row.equal else "NO")
               for row in rows]
-    cells += [(feature, *("" for _ in TRAINERS), EXPECTED[feature].kind, "DID NOT RUN") for feature in missing]
+    cells += [(feature, *("" for _ in RUNGS), EXPECTED[feature].kind, "DID NOT RUN") for feature in missing]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines += counts(rows, missing)
@@ -173,16 +181,19 @@ def measured_at() -> str:
 def write_report(directory: Path) -> list[Path]:
     """parity.md (and the loss plot) from a complete run: conftest.py writes nothing when a comparison is missing."""
     directory.mkdir(parents=True, exist_ok=True)
-    lines = ["# Parity: vanilla/, fabric/ and lightning/ on the CPU", "",
+    four_way = sum(row.shown["hf_trainer"] != NOT_RUN for row in ROWS)
+    lines = ["# Parity: vanilla/, fabric/, lightning/ and hf_trainer/ on the CPU", "",
              f"Measured at {measured_at()} by `make parity` (tests/test_parity.py); float32 unless the row says "
-             f"otherwise. Two kinds of row: **bitwise** compares the three trainers' results exactly (tensors with "
+             f"otherwise. transformers' Seq2SeqTrainer (hf_trainer/) is in {four_way} of the {len(ROWS)} rows so far; "
+             f"{NOT_RUN} marks the rows it is not compared in yet. Two kinds of row: **bitwise** compares the "
+             f"trainers' results exactly (tensors with "
              f"`torch.equal`, files byte for byte, checkpoint state values with `==`); **behaviour** compares what "
              f"they decided or said (the stop epoch and reason, the batch sizes tried, the checkpoint files kept, a "
              f"refusal), exactly as text or numbers. Not compared: the loop state in checkpoints (position in the "
              f"epoch, loader and RNG state), each trainer's own format (resuming another trainer's checkpoint is "
              f"refused), and TensorBoard's event files, which hold wall-clock times.", "",
-             f"| feature | {' | '.join(TRAINERS)} | compared | equal |", "|---|---|---|---|---|---|"]
-    lines += [f"| {row.feature} | {' | '.join(row.shown[t] for t in TRAINERS)} | {row.kind} | "
+             f"| feature | {' | '.join(RUNGS)} | compared | equal |", "|---|" + "---|" * (len(RUNGS) + 2)]
+    lines += [f"| {row.feature} | {' | '.join(row.shown[t] for t in RUNGS)} | {row.kind} | "
               f"{'yes' if row.equal else '**no**'} |" for row in ROWS]
     lines += [""] + counts(ROWS, [])
     report = directory / "parity.md"
@@ -202,7 +213,8 @@ def plot_losses(path: Path) -> Path:
     figure, axes = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
     styles = {"vanilla": dict(color="tab:blue", linewidth=7, alpha=0.3),
               "fabric": dict(color="tab:green", linewidth=3, alpha=0.7),
-              "lightning": dict(color="tab:red", linewidth=1.5, linestyle="--", marker="o", markersize=4)}
+              "lightning": dict(color="tab:red", linewidth=1.5, linestyle="--", marker="o", markersize=4),
+              "hf_trainer": dict(color="black", linewidth=0, marker="x", markersize=7)}
     for axis, metric in zip(axes, ("train_loss", "dev_loss"), strict=True):
         for trainer, rows in CURVES.items():
             points = [(int(r["epoch"]), float(r[metric])) for r in rows if r.get(metric)]
@@ -210,7 +222,7 @@ def plot_losses(path: Path) -> Path:
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
     axes[0].legend(title="trainer")
-    axes[0].set_title("Per-epoch losses of the three trainers (tiny parity run)")
+    axes[0].set_title("Per-epoch losses of the four trainers (tiny parity run)")
     axes[1].set_xlabel("epoch")
     axes[1].xaxis.get_major_locator().set_params(integer=True)
     figure.tight_layout()

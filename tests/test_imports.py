@@ -8,7 +8,8 @@ from pathlib import Path
 from tests.conftest import REPO
 
 PACKAGES = ("shared", "vanilla")  # imported as packages
-SCRIPT_FOLDERS = ("fabric", "lightning")  # not packages: their modules import the ones beside them by bare name
+# not packages: their modules import the ones beside them by bare name
+SCRIPT_FOLDERS = ("fabric", "lightning", "hf_trainer")
 
 
 def module_name(path: Path) -> str:

@@ -234,18 +234,20 @@ def test_tuner_refuses_ddp_in_one_line(tiny_data, tmp_path):
             "--accelerator", "cpu")
 
 
-def test_demo_summary_shows_the_three_trainers_agreeing(tiny_data, tmp_path):
-    """`make demo`: the three trainers, each in a new version directory, then the table; --compare reads the
+def test_demo_summary_shows_the_four_trainers_agreeing(tiny_data, tmp_path):
+    """`make demo`: the four trainers, each in a new version directory, then the table; --compare reads the
     latest version of each again without training."""
     args = tiny_args(tiny_data, tmp_path / "unused")
     result = run_script("scripts/compare_runs.py", "--runs-root", str(tmp_path / "runs"), *args[:2], *args[4:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = result.stdout[result.stdout.index("same\n") - 100:]
-    for field in ("wall time", "epochs run", "final dev_loss", "best checkpoint", "bleu_4", "rouge_l"):
+    for field in ("wall time", "epochs run", "final dev_loss", "best dev_loss", "best checkpoint", "bleu_4",
+                  "rouge_l"):
         assert field in table
-    assert "final weights" in table and "identical" in table and "NO" not in table
-    assert result.stdout.rstrip().endswith("the 3 trainers agree")
+    assert "final weights" in table and "tested weights" in table and "DIFFER" not in table and "NO" not in table
+    assert result.stdout.rstrip().endswith("the 4 trainers agree")
     assert f"fabric: {tmp_path / 'runs' / 'fabric' / 'version_0'}" in result.stdout
     again = run_script("scripts/compare_runs.py", "--runs-root", str(tmp_path / "runs"), "--compare")
-    assert again.returncode == 0 and again.stdout.rstrip().endswith("the 3 trainers agree"), again.stdout
+    assert again.returncode == 0 and again.stdout.rstrip().endswith("the 4 trainers agree"), again.stdout
+    assert f"hf_trainer: {tmp_path / 'runs' / 'hf_trainer' / 'version_0'}" in again.stdout
     assert f"lightning: {tmp_path / 'runs' / 'lightning' / 'version_0'}" in again.stdout

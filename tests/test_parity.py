@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from shared.checkpoint_file import model_weights  # a .ckpt file, or the transformers Trainer's checkpoint-N/
 from shared.errors import UserError
-from tests.conftest import REPO, TRAINERS, load_train, loss_home, tiny_args
+from tests.conftest import HF_TRAINER, REPO, TRAINERS, load_train, loss_home, tiny_args
 from tests.parity_report import CURVES, record_parity
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
@@ -42,8 +43,24 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def model_weights(path: Path) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in load(path)["state_dict"].items() if k.startswith("model.")}
+def last_checkpoint(out: Path) -> Path:
+    """The checkpoint holding a run's final weights: last.ckpt, or the Trainer's checkpoint-N/ of the last step
+    (which it keeps only where it is among the save_total_limit most recent or the best)."""
+    if (out / "checkpoints" / "last.ckpt").is_file():
+        return out / "checkpoints" / "last.ckpt"
+    final = out / "checkpoints" / f"checkpoint-{int(metrics(out)[-1]['step']) + 1}"
+    assert final.is_dir(), f"{out}: the Trainer did not keep the final weights ({final.name})"
+    return final
+
+
+def best_checkpoint(out: Path) -> Path:
+    """The checkpoint the run tested (test_metrics.json names it)."""
+    return out / "checkpoints" / json.loads((out / "test_metrics.json").read_text())["checkpoint"]
+
+
+def scores(out: Path) -> dict:
+    """test_metrics.json without the tested checkpoint's name (each rung names its checkpoints its own way)."""
+    return {k: v for k, v in json.loads((out / "test_metrics.json").read_text()).items() if k != "checkpoint"}
 
 
 def fingerprint(path: Path) -> str:
@@ -84,20 +101,21 @@ def compare(feature: str, results: dict, show=str) -> bool:
     return equal
 
 
-def test_training_gives_equal_weights_and_losses(trained_runs):
-    CURVES.update({trainer: metrics(out) for trainer, out in trained_runs.items()})
-    last = {trainer: out / "checkpoints" / "last.ckpt" for trainer, out in trained_runs.items()}
+def test_training_gives_equal_weights_and_losses(trained_runs, hf_trained_run):
+    runs = {**trained_runs, HF_TRAINER: hf_trained_run}
+    CURVES.update({trainer: metrics(out) for trainer, out in runs.items()})
+    last = {trainer: last_checkpoint(out) for trainer, out in runs.items()}
     same = all_weights_equal(last)
     record_parity("training, 3 epochs: final weights", {t: fingerprint(path) for t, path in last.items()}, same)
-    losses = {trainer: epoch_losses(out) for trainer, out in trained_runs.items()}
+    losses = {trainer: epoch_losses(out) for trainer, out in runs.items()}
     shown = lambda rows: " ".join(f"{float(t):.3f}/{float(d):.3f}" for _, t, d in rows)  # noqa: E731
     equal_losses = compare("per-epoch train/dev loss", losses, shown)
-    equal_csv = compare("metrics.csv", {t: (out / "metrics.csv").read_bytes() for t, out in trained_runs.items()},
+    equal_csv = compare("metrics.csv", {t: (out / "metrics.csv").read_bytes() for t, out in runs.items()},
                         lambda b: f"{len(b)} bytes")
     assert same and equal_losses and equal_csv and len(losses["vanilla"]) == 3
 
 
-def test_checkpointing_gives_the_same_files_and_best(trained_runs):
+def test_checkpointing_gives_the_same_files_and_best(trained_runs, hf_trained_run):
     names = {t: sorted(p.name for p in (out / "checkpoints").iterdir()) for t, out in trained_runs.items()}
     same_names = compare("checkpoint files (top-2 + last)", names,
                          lambda names: ", ".join(name.removesuffix(".ckpt") for name in names))
@@ -108,16 +126,22 @@ def test_checkpointing_gives_the_same_files_and_best(trained_runs):
              for name in names["vanilla"]]
     record_parity("weights inside each checkpoint trio", {t: f"{len(n)} files" for t, n in names.items()},
                   all(pairs) and same_names)
-    assert same_names and same_best and all(pairs)
+    # the transformers Trainer keeps its own checkpoint-N/ folders (the most recent save_total_limit, and the best)
+    tested = {t: best_checkpoint(out) for t, out in {**trained_runs, HF_TRAINER: hf_trained_run}.items()}
+    same_tested = all_weights_equal(tested)
+    record_parity("the best checkpoint's weights (the one tested)",
+                  {t: f"{path.name.removesuffix('.ckpt')}: {fingerprint(path)}" for t, path in tested.items()},
+                  same_tested)
+    assert same_names and same_best and all(pairs) and same_tested
 
 
-def test_test_phase_gives_the_same_predictions_and_scores(trained_runs):
+def test_test_phase_gives_the_same_predictions_and_scores(trained_runs, hf_trained_run):
+    runs = {**trained_runs, HF_TRAINER: hf_trained_run}
     lines = lambda b: f"{len(b.splitlines())} lines"  # noqa: E731
     same_predictions = compare("test phase: predictions.jsonl",
-                               {t: (out / "predictions.jsonl").read_bytes() for t, out in trained_runs.items()}, lines)
-    same_scores = compare("test phase: test_metrics.json",
-                          {t: (out / "test_metrics.json").read_text() for t, out in trained_runs.items()},
-                          lambda text: "bleu_4 " + re.search(r'"bleu_4": ([0-9.]+)', text).group(1)[:6])
+                               {t: (out / "predictions.jsonl").read_bytes() for t, out in runs.items()}, lines)
+    same_scores = compare("test phase: test_metrics.json's scores", {t: scores(out) for t, out in runs.items()},
+                          lambda found: f"bleu_4 {found['bleu_4']:.4f}")
     assert same_predictions and same_scores
 
 
@@ -125,10 +149,10 @@ def test_early_stopping_stops_all_at_the_same_epoch_for_the_same_reason(tiny_dat
     # a learning rate this high makes dev_loss worse after the first epoch; patience 1 then stops the run
     extra = ("--lr", "0.3", "--max-epochs", "6", "--patience", "1", "--warmup-steps", "0")
     reasons = {}
-    for trainer in TRAINERS:
+    for trainer in (*TRAINERS, HF_TRAINER):
         run(trainer, tiny_data, tmp_path / trainer, *extra)
         reasons[trainer] = re.search(r"early stopping: (.*)", capsys.readouterr().out).group(1)
-    last_epoch = {trainer: epoch_losses(tmp_path / trainer)[-1][0] for trainer in TRAINERS}
+    last_epoch = {trainer: epoch_losses(tmp_path / trainer)[-1][0] for trainer in (*TRAINERS, HF_TRAINER)}
     same_epoch = compare("early stopping (patience 1): last epoch", last_epoch, lambda e: f"stopped after epoch {e}")
     same_reason = compare("early stopping: reason", reasons,
                           lambda text: text.split(". Signaling")[0].replace(
@@ -136,7 +160,12 @@ def test_early_stopping_stops_all_at_the_same_epoch_for_the_same_reason(tiny_dat
     last = {t: tmp_path / t / "checkpoints" / "last.ckpt" for t in TRAINERS}
     same_weights = all_weights_equal(last)
     record_parity("early stopping: final weights", {t: fingerprint(p) for t, p in last.items()}, same_weights)
-    assert last_epoch["vanilla"] < 5 and same_epoch and same_reason and same_weights
+    # save_total_limit=1 with load_best_model_at_end: the Trainer deletes every checkpoint but the best at the end
+    tested = {t: best_checkpoint(tmp_path / t) for t in (*TRAINERS, HF_TRAINER)}
+    same_tested = all_weights_equal(tested)
+    record_parity("early stopping: the best checkpoint's weights", {t: fingerprint(p) for t, p in tested.items()},
+                  same_tested)
+    assert last_epoch["vanilla"] < 5 and same_epoch and same_reason and same_weights and same_tested
 
 
 def oom_above(limit: int, tried: list[int], searching):
@@ -216,6 +245,21 @@ def test_a_run_killed_mid_epoch_and_resumed_equals_the_others_uninterrupted_runs
                   {t: "weights =, csv =" if same else "DIFFERENT" for t, same in results.items()},
                   all(results.values()))
     assert all(results.values())
+
+
+def test_gradient_accumulation_gives_equal_weights(tiny_data, tmp_path):
+    """`--accumulate-grad-batches 2` for one epoch of 13 batches: 6 steps of two batches and a last one of one batch,
+    each batch's loss divided by 2 as Lightning divides it (hf_trainer/qg_trainer.py: the Trainer as shipped
+    divides by nothing here, tests/test_hf_trainer.py)."""
+    rungs = (*TRAINERS, HF_TRAINER)
+    for trainer in rungs:
+        run(trainer, tiny_data, tmp_path / trainer, "--accumulate-grad-batches", "2", "--max-epochs", "1")
+    last = {t: last_checkpoint(tmp_path / t) for t in rungs}
+    same = all_weights_equal(last)
+    record_parity("accumulate 2 batches, 1 epoch: final weights", {t: fingerprint(p) for t, p in last.items()}, same)
+    same_csv = compare("accumulate 2 batches: metrics.csv",
+                       {t: (tmp_path / t / "metrics.csv").read_bytes() for t in rungs}, lambda b: f"{len(b)} bytes")
+    assert same and same_csv
 
 
 def test_bf16_mixed_gives_equal_weights(tiny_data, tmp_path):
@@ -464,16 +508,16 @@ def test_fine_tuning_a_pretrained_model_gives_equal_weights(trained_runs, tiny_d
     args = ["--data-dir", str(tiny_data), "--model", str(trained_runs["vanilla"] / "export"), "--batch-size", "16",
             "--max-epochs", "1", "--limit-train-batches", "5", "--lr", "3e-3", "--warmup-steps", "2",
             "--num-beams", "2", "--max-target-length", "16"]
-    for trainer in TRAINERS:
+    rungs = (*TRAINERS, HF_TRAINER)
+    for trainer in rungs:
         load_train(trainer).main([*args, "--output-dir", str(tmp_path / trainer)])
-    last = {t: tmp_path / t / "checkpoints" / "last.ckpt" for t in TRAINERS}
+    last = {t: last_checkpoint(tmp_path / t) for t in rungs}
     same = all_weights_equal(last)
     record_parity("fine-tuning --model DIR, 5 steps: final weights", {t: fingerprint(p) for t, p in last.items()},
                   same)
-    files = compare("fine-tuning: predictions.jsonl, test_metrics.json",
-                    {t: [(tmp_path / t / name).read_text() for name in ("predictions.jsonl", "test_metrics.json")]
-                     for t in TRAINERS},
-                    lambda texts: "bleu_4 " + re.search(r'"bleu_4": ([0-9.]+)', texts[1]).group(1)[:6])
+    files = compare("fine-tuning: predictions.jsonl, test scores",
+                    {t: [(tmp_path / t / "predictions.jsonl").read_text(), scores(tmp_path / t)] for t in rungs},
+                    lambda found: f"bleu_4 {found[1]['bleu_4']:.4f}")
     pretrained = model_weights(trained_runs["vanilla"] / "checkpoints" / "last.ckpt")
     moved = not all(torch.equal(tensor, pretrained[k]) for k, tensor in model_weights(last["vanilla"]).items())
     assert same and files and moved

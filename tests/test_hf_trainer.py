@@ -1,0 +1,96 @@
+"""The transformers Seq2SeqTrainer rung (hf_trainer/): what the Trainer does as shipped where it differs from the
+other rungs, and the rung's one-line refusals. Its parity with the other rungs is in tests/test_parity.py."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torchmetrics import MeanMetric
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+)
+
+from shared.data import PadCollator
+from shared.errors import UserError
+from tests.conftest import HF_TRAINER, load_train, tiny_args
+
+PAD = 1
+
+
+def tiny_bart() -> BartForConditionalGeneration:
+    """No dropout: the two batches' gradients do not depend on the order the sampler draws them in."""
+    torch.manual_seed(0)
+    return BartForConditionalGeneration(BartConfig(
+        vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32, dropout=0.0,
+        pad_token_id=PAD, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2))
+
+
+EXAMPLES = [{"input_ids": [0, 5, 6, 7, 2], "labels": [0, 8, 9, 2]},
+            {"input_ids": [0, 10, 11, 2], "labels": [0, 12, 13, 14, 15, 2]}]
+
+
+class GradientsBeforeTheStep(TrainerCallback):
+    def __init__(self):
+        self.gradients = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.gradients = {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def gradients_of_one_step(trainer_class, tmp_path, **extra) -> dict[str, torch.Tensor]:
+    """One optimizer step over the two examples, one per batch, accumulated (no clipping)."""
+    seen = GradientsBeforeTheStep()
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1,
+                                    gradient_accumulation_steps=2, max_steps=1, max_grad_norm=0.0, use_cpu=True,
+                                    report_to="none", save_strategy="no", disable_tqdm=True)
+    trainer = trainer_class(model=tiny_bart(), args=args, train_dataset=EXAMPLES,
+                            data_collator=PadCollator(PAD, with_index=False), callbacks=[seen], **extra)
+    trainer.train()
+    return seen.gradients
+
+
+def mean_of_the_two_losses_gradients() -> dict[str, torch.Tensor]:
+    """What Lightning (and every other rung) accumulates: each batch's mean loss divided by 2."""
+    model = copy.deepcopy(tiny_bart()).train()
+    for example in EXAMPLES:
+        batch = PadCollator(PAD, with_index=False)([example])
+        (model(**batch).loss / 2).backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_the_trainer_as_shipped_doubles_bart_gradients_with_accumulation(tmp_path):
+    """BART's forward takes **kwargs, so the Trainer takes its loss for one already scaled by num_items_in_batch and
+    does not divide by the accumulation steps; BART's loss is a plain mean, so the gradients are the sum of the two
+    batches', not their mean: exactly twice (upstream #37766). hf_trainer/qg_trainer.py divides as Lightning does."""
+    expected = mean_of_the_two_losses_gradients()
+    shipped = gradients_of_one_step(Seq2SeqTrainer, tmp_path / "shipped")
+    fixed = gradients_of_one_step(load_train(HF_TRAINER).QGTrainer, tmp_path / "fixed",
+                                  train_loss=MeanMetric())
+    assert expected.keys() == shipped.keys() == fixed.keys()
+    assert all(torch.equal(shipped[name], 2 * expected[name]) for name in expected)
+    assert all(torch.equal(fixed[name], expected[name]) for name in expected)
+    assert any(expected[name].abs().sum() > 0 for name in expected)
+
+
+@pytest.mark.parametrize("flag", [("--strategy", "ddp"), ("--devices", "2"), ("--resume", "last"),
+                                  ("--precision", "bf16-mixed"), ("--auto-batch-size", "power"),
+                                  ("--checkpoint-every-n-steps", "5"), ("--accelerator", "gpu"),
+                                  ("--min-delta", "0.01")])
+def test_what_the_rung_does_not_run_is_refused_in_one_line(flag, tiny_data, tmp_path):
+    with pytest.raises(UserError) as error:
+        load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", *flag))
+    assert str(error.value).startswith(f"{flag[0]}: not") and "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_limit_that_ends_an_epoch_inside_an_accumulation_group_is_refused(tiny_data, tmp_path):
+    with pytest.raises(UserError, match="--limit-train-batches 5: 5 batches per epoch end inside a group"):
+        load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", "--limit-train-batches", "5",
+                                              "--accumulate-grad-batches", "2"))
