@@ -153,7 +153,7 @@ SHARED: dict[str, tuple[str | None, dict[str, str]]] = {
     "shared/resumable_loader.py": (CKPT, {}),
     "shared/rng_state.py": (CKPT, {}),
     "shared/process_tree.py": (DDP, {}),
-    "shared/checkpoint_file.py": (CKPT, {}),
+    "shared/checkpoint_file.py": (CKPT, {"model_weights": None}),  # model_weights: for the tests and make demo
     "shared/errors.py": (None, {"Interrupted": CKPT, "no_training_batches_error": LOOP}),
 }
 
