@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from transformers import EarlyStoppingCallback
 
 
@@ -27,9 +26,8 @@ class EarlyStopping(EarlyStoppingCallback):
         best = state.best_metric if state.best_metric is not None else math.inf
         if not math.isfinite(current):
             control.should_training_stop = True
-            self.stopping_reason_message = (  # the value shown as Lightning shows it, a tensor
-                f"Monitored metric dev_loss = {torch.tensor(current)} is not finite. Previous best value was "
-                f"{best:.3f}. Signaling Trainer to stop.")
+            self.stopping_reason_message = (f"Monitored metric dev_loss = {current} is not finite. Previous best "
+                                            f"value was {best:.3f}. Signaling Trainer to stop.")
             return
         super().on_evaluate(args, state, control, metrics, **kwargs)
         if control.should_training_stop:

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from shared.errors import UserError
-from tests.conftest import REPO, TRAINERS, load_train, loss_home, tiny_args
+from tests.conftest import HF_TRAINER, REPO, TRAINERS, load_train, loss_home, tiny_args
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -226,7 +226,7 @@ def test_out_of_memory_in_training_suggests_the_remedies(tiny_data, tmp_path, mo
 
 
 # ---------------------------------------------------------------- one run per directory
-@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("trainer", [*TRAINERS, HF_TRAINER])
 def test_two_runs_never_write_into_one_directory(tiny_data, tmp_path, trainer):
     out = tmp_path / "run"
     out.mkdir()
@@ -245,7 +245,7 @@ def test_two_runs_never_write_into_one_directory(tiny_data, tmp_path, trainer):
     assert not (out / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("trainer", [*TRAINERS, HF_TRAINER])
 def test_an_existing_run_is_refused_without_resume_or_overwrite(tiny_data, tmp_path, trainer):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
@@ -341,13 +341,13 @@ def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_al
     """0.001 of the 13 batches of an epoch is no batch: no trainer "trains" on nothing, and no checkpoint of
     untrained weights is written."""
     lines = {}
-    for trainer in TRAINERS:
+    for trainer in (*TRAINERS, HF_TRAINER):
         out = tmp_path / trainer
         result = run_process(f"{trainer}/train.py", *tiny_args(tiny_data, out, "--limit-train-batches", "0.001"))
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         lines[trainer] = result.stderr.strip().splitlines()[-1]  # Lightning's Trainer prints its devices before
         assert not (out / "checkpoints").exists()
-    assert lines["vanilla"] == lines["lightning"] == lines["fabric"] == (
+    assert lines["vanilla"] == lines["lightning"] == lines["fabric"] == lines[HF_TRAINER] == (
         "error: --limit-train-batches 0.001: 0.001 of 13 training batches is less than one batch; give a fraction "
         "of at least 0.07692, or a number of batches")
     assert len(run_process("vanilla/train.py", *tiny_args(tiny_data, tmp_path / "again", "--limit-train-batches",

@@ -4,6 +4,8 @@ other rungs, and the rung's one-line refusals. Its parity with the other rungs i
 from __future__ import annotations
 
 import copy
+import csv
+import re
 
 import pytest
 import torch
@@ -21,6 +23,11 @@ from shared.errors import UserError
 from tests.conftest import HF_TRAINER, load_train, tiny_args
 
 PAD = 1
+
+
+def metrics_rows(out) -> list[dict]:
+    with open(out / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def tiny_bart() -> BartForConditionalGeneration:
@@ -94,3 +101,29 @@ def test_a_limit_that_ends_an_epoch_inside_an_accumulation_group_is_refused(tiny
     with pytest.raises(UserError, match="--limit-train-batches 5: 5 batches per epoch end inside a group"):
         load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", "--limit-train-batches", "5",
                                               "--accumulate-grad-batches", "2"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_a_non_finite_loss_stops_the_run_at_once_as_lightning_stops_it(tiny_data, tmp_path, monkeypatch, capsys, bad):
+    """transformers' EarlyStoppingCallback alone would count a NaN dev_loss as one epoch without improvement and
+    train on; hf_trainer/early_stopping.py stops at once, keeps the best checkpoint and tests it (as
+    tests/test_faults.py checks of the other rungs)."""
+    train = load_train(HF_TRAINER)
+    original, steps = train.QGTrainer.compute_loss, [0]
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        loss = original(self, model, inputs, *args, **kwargs)
+        if model.training:
+            steps[0] += 1
+            if steps[0] > 13:  # from epoch 1 on
+                return loss * float(bad)
+        return loss
+
+    monkeypatch.setattr(train.QGTrainer, "compute_loss", compute_loss)
+    out = tmp_path / "run"
+    report = train.main(tiny_args(tiny_data, out, "--max-epochs", "5"))
+    printed = capsys.readouterr().out
+    assert re.search(r"early stopping: Monitored metric dev_loss = (nan|inf) is not finite", printed), printed
+    assert report["checkpoint"] == "checkpoint-13"  # epoch 0's, the best, kept and tested
+    assert (out / "predictions.jsonl").exists() and len(metrics_rows(out)) == 4  # epochs 0 and 1, no more
