@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vanilla import batch_size_finder
 from vanilla.batch_size_finder import is_oom_error, scale_batch_size
+
+
+@pytest.fixture(autouse=True)
+def no_garbage_collection(monkeypatch):
+    """The search frees memory after every trial with gc.collect(), a fifth of a second with torch loaded; these
+    tests check the sizes tried, not the collection (the trainers' searches run it, tests/test_parity.py)."""
+    monkeypatch.setattr(batch_size_finder, "free_memory", lambda: None)
 
 
 def oom_above(threshold):
@@ -95,7 +103,8 @@ def test_same_sequences_as_lightning_power_and_binsearch():
                                   lambda m, name, value: setattr(m, "batch_size", value)), \
                 mock.patch.object(lightning_scaling, "_reset_dataloaders", reset), \
                 mock.patch.object(lightning_scaling, "_try_loop_run", try_run), \
-                mock.patch.object(lightning_scaling, "_reset_progress", lambda t: None):
+                mock.patch.object(lightning_scaling, "_reset_progress", lambda t: None), \
+                mock.patch.object(lightning_scaling, "garbage_collection_cuda", lambda: None):  # gc.collect: seconds
             new_size, _ = lightning_scaling._adjust_batch_size(trainer, value=2)
             run = lightning_scaling._run_power_scaling if mode == "power" else lightning_scaling._run_binsearch_scaling
             extra = () if mode == "power" else (0.05,)
