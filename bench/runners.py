@@ -334,8 +334,10 @@ TUNED_SETTINGS = "enable_progress_bar=False"  # as the report names them
 def tuned_settings() -> dict:
     """"Lightning, tuned": the fastest Trainer settings for lightning/train.py that keep the job's results (the same
     checkpoints, early stopping, metrics files and predictions), from bench/test_tuning.py, which times each setting
-    a user can change: without the progress bar. Redrawing the bar less often (a TQDMProgressBar every 20 steps)
-    saved nothing measurable there; `log_every_n_steps` changes nothing in a job that logs nothing per step."""
+    a user can change: without the progress bar, the setting the first quick run found fastest. Two full runs
+    (bench/results.md's tuning table) found a TQDMProgressBar redrawn every 20 steps saving as much, and the bar off
+    with `log_every_n_steps=1000` saving as much in one run and more in the other (+0.59 ± 0.15 ms against
+    +0.21 ± 0.17 ms per step): not adopted until two runs agree on it."""
     return {"enable_progress_bar": False}
 
 
