@@ -17,8 +17,9 @@ from transformers import EarlyStoppingCallback
 
 
 class EarlyStopping(EarlyStoppingCallback):
-    def __init__(self, patience: int):
-        super().__init__(early_stopping_patience=patience)
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0):
+        # the parent's arguments: a resumed Trainer rebuilds the callback from them (restore_callback_states_...)
+        super().__init__(early_stopping_patience, early_stopping_threshold)
         self.stopping_reason_message: str | None = None
 
     def on_evaluate(self, args, state, control, metrics, **kwargs):

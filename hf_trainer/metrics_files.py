@@ -16,12 +16,15 @@ from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
 from torchmetrics import MeanMetric
 from transformers import TrainerCallback
 
+from shared.logged_rows import LoggedRows
 from vanilla.loggers import save_hparams
 
 
 class MetricsFiles(TrainerCallback):
-    def __init__(self, output_dir: Path, hparams: dict, train_loss: MeanMetric):
+    def __init__(self, output_dir: Path, hparams: dict, train_loss: MeanMetric, resuming: bool = False):
         self.output_dir, self.hparams, self.train_loss = Path(output_dir), hparams, train_loss
+        # Fabric's CSVLogger starts metrics.csv anew: a resumed run logs again the rows from before its checkpoint
+        self.logged_rows = LoggedRows(self.output_dir / "metrics.csv") if resuming else None
         self.epoch_ended = False  # an evaluation outside an epoch's end (a user's `evaluate()`) logs no row
         self.loggers = [CSVLogger(output_dir, name="", version=""),
                         TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)]
@@ -31,6 +34,8 @@ class MetricsFiles(TrainerCallback):
             for log_dir in (self.output_dir, Path(self.loggers[1].log_dir)):
                 log_dir.mkdir(parents=True, exist_ok=True)
                 save_hparams(log_dir, self.hparams)
+            if self.logged_rows is not None:
+                self.logged_rows.log_again(self.loggers[0], state.global_step)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.epoch_ended = True
@@ -47,6 +52,8 @@ class MetricsFiles(TrainerCallback):
         for row in ({"dev_loss": metrics["eval_dev_loss"], "epoch": epoch}, {"train_loss": train_loss, "epoch": epoch}):
             for logger in self.loggers:
                 logger.log_metrics(row, step=state.global_step - 1)
+        for logger in self.loggers:
+            logger.save()  # on disk at each epoch's end: a run killed later keeps the rows (the Fabric rung's too)
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

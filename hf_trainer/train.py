@@ -54,14 +54,18 @@ TRAINER = "hf_trainer"  # its runs go to runs/hf_trainer/version_N unless told o
 def not_yet(args) -> None:
     """Flags this rung does not run yet refuse in one line, rather than run another job than the other rungs."""
     gpu = args.accelerator == "gpu" or (args.accelerator == "auto" and torch.cuda.is_available())
-    for flag, given in (("--resume", args.resume is not None), ("--auto-batch-size", args.auto_batch_size),
+    for flag, given in (("--resume PATH", args.resume not in (None, "last")),
+                        ("--resume with --limit-train-batches", args.resume and args.limit_train_batches != 1.0),
+                        ("--auto-batch-size", args.auto_batch_size),
                         ("--strategy", args.strategy != "auto"), ("--devices", args.devices != 1),
                         ("--num-nodes", args.num_nodes != 1), ("--precision", args.precision != "32-true"),
                         ("--checkpoint-every-n-steps", args.checkpoint_every_n_steps),
                         ("--accelerator", gpu)):
         if given:
+            hint = {"--accelerator": " (give --accelerator cpu)", "--resume PATH": " (--resume last continues the run "
+                                                                                 "from its latest checkpoint-N/)"}
             raise UserError(f"{flag}: not yet supported by {PROG}, which runs one process on the CPU in float32 so "
-                            f"far" + (" (give --accelerator cpu)" if flag == "--accelerator" else ""))
+                            f"far" + hint.get(flag, ""))
     if args.min_delta:
         raise UserError(f"--min-delta: not supported by {PROG}: transformers' EarlyStoppingCallback compares with the "
                         f"best value so far, which moves on any decrease, where Lightning's moves only on an "
@@ -97,6 +101,7 @@ def training_arguments(settings) -> Seq2SeqTrainingArguments:
         accelerator_config={"use_seedable_sampler": False},
         logging_strategy="no",  # metrics.csv and TensorBoard are metrics_files.py's
         report_to="none",
+        restore_callback_states_from_checkpoint=True,  # early stopping's count, on resume
     )
 
 
@@ -114,11 +119,11 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir = choose_run_directory(args, TRAINER, rank=0)
     prepare_output_dir(output_dir, args.resume, args.overwrite)
     settings = resolve_settings(args, output_dir, args.batch_size)
+    resume_from = latest_checkpoint(output_dir / "checkpoints") if settings.resume else None
 
     set_seed(settings.seed)
     data = prepare_data(settings, output_dir, save_tokenizer=True)
     train_loss = MeanMetric(nan_strategy=float("nan"), sync_on_compute=False)  # as the Lightning rung's module
-    early_stopping = EarlyStopping(settings.patience)
     trainer = QGTrainer(
         # model_init: the Trainer seeds, then builds the model, in __init__ and again in train(); passed a model,
         # it would re-seed after the model drew its weights, and the first shuffle would differ from the others'
@@ -128,12 +133,17 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=data.dev,
         data_collator=PadCollator(data.tokenizer.pad_token_id, with_index=False),
         compute_metrics=DevLoss(),
-        callbacks=[early_stopping, MetricsFiles(output_dir, dict(vars(settings)), train_loss),
+        callbacks=[EarlyStopping(settings.patience),
+                   MetricsFiles(output_dir, dict(vars(settings)), train_loss, resuming=resume_from is not None),
                    *limit_train_batches(settings, len(data.train))],
         train_loss=train_loss,
     )
     print(start_line(data, trainer.model, f"Seq2SeqTrainer on 1 {trainer.args.device.type} device(s)"))
-    trainer.train()
+    if resume_from:
+        print(f"resumed from {resume_from}")
+    trainer.train(resume_from_checkpoint=resume_from)
+    # the callback in use: on resume the Trainer rebuilds it from the checkpoint's state
+    early_stopping = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStopping))
     if early_stopping.stopping_reason_message:
         print(f"early stopping: {early_stopping.stopping_reason_message}")
     # no best when every dev_loss was NaN: the latest checkpoint then, as the other rungs test last.ckpt
@@ -165,10 +175,11 @@ def test_phase(trainer: QGTrainer, data, settings) -> list[str]:
     return [text.strip() for text in data.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
 
-def latest_checkpoint(checkpoints: str) -> str:
-    latest = get_last_checkpoint(checkpoints)
+def latest_checkpoint(checkpoints: str | Path) -> str:
+    """The Trainer's latest checkpoint-N/: what `--resume last` continues, and what a run without a best tests."""
+    latest = get_last_checkpoint(checkpoints) if Path(checkpoints).is_dir() else None
     if latest is None:
-        raise UserError("training wrote no checkpoint, so there is nothing to test")
+        raise UserError(f"no checkpoint-N/ under {checkpoints}: nothing to resume or test")
     return latest
 
 

@@ -118,6 +118,12 @@ def new_version(root: Path) -> Path:
             number += 1
 
 
+def has_checkpoint(run: Path) -> bool:
+    """A run to continue: its last.ckpt, or a checkpoint-N/ folder of transformers' Trainer (hf_trainer/)."""
+    checkpoints = run / "checkpoints"
+    return (checkpoints / "last.ckpt").is_file() or any(checkpoints.glob("checkpoint-*/trainer_state.json"))
+
+
 def choose_run_directory(args, trainer: str, rank: int, say=print) -> Path:
     """The run's directory, created when new: --output-dir when given; else under runs/<--name or trainer>/ the
     latest version with a checkpoint for --resume last, the run whose last.ckpt --resume PATH names, or else a new
@@ -131,7 +137,7 @@ def choose_run_directory(args, trainer: str, rank: int, say=print) -> Path:
     if resume is not None and not resume.is_file():
         raise UserError(f"--resume {args.resume}: no checkpoint at {resume}")
     if args.resume == "last":
-        resumable = [path for path in versions(root) if (path / "checkpoints" / "last.ckpt").is_file()]
+        resumable = [path for path in versions(root) if has_checkpoint(path)]
         if not resumable:
             raise UserError(f"--resume last: no run under {root} has a checkpoint to continue")
         chosen = resumable[-1]

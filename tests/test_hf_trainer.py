@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -18,9 +21,10 @@ from transformers import (
     TrainerCallback,
 )
 
+from shared.checkpoint_file import model_weights
 from shared.data import PadCollator
 from shared.errors import UserError
-from tests.conftest import HF_TRAINER, load_train, tiny_args
+from tests.conftest import HF_TRAINER, REPO, load_train, tiny_args
 
 PAD = 1
 
@@ -86,14 +90,14 @@ def test_the_trainer_as_shipped_doubles_bart_gradients_with_accumulation(tmp_pat
     assert any(expected[name].abs().sum() > 0 for name in expected)
 
 
-@pytest.mark.parametrize("flag", [("--strategy", "ddp"), ("--devices", "2"), ("--resume", "last"),
+@pytest.mark.parametrize("flag", [("--strategy", "ddp"), ("--devices", "2"), ("--resume", "some/checkpoint-13"),
                                   ("--precision", "bf16-mixed"), ("--auto-batch-size", "power"),
                                   ("--checkpoint-every-n-steps", "5"), ("--accelerator", "gpu"),
                                   ("--min-delta", "0.01")])
 def test_what_the_rung_does_not_run_is_refused_in_one_line(flag, tiny_data, tmp_path):
     with pytest.raises(UserError) as error:
         load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", *flag))
-    assert str(error.value).startswith(f"{flag[0]}: not") and "\n" not in str(error.value)
+    assert str(error.value).startswith(f"{flag[0]}") and ": not" in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "run").exists()
 
 
@@ -127,3 +131,26 @@ def test_a_non_finite_loss_stops_the_run_at_once_as_lightning_stops_it(tiny_data
     assert re.search(r"early stopping: Monitored metric dev_loss = (nan|inf) is not finite", printed), printed
     assert report["checkpoint"] == "checkpoint-13"  # epoch 0's, the best, kept and tested
     assert (out / "predictions.jsonl").exists() and len(metrics_rows(out)) == 4  # epochs 0 and 1, no more
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_and_resumed_last_it_ends_as_the_uninterrupted_run(hf_trained_run, tiny_data, tmp_path):
+    """Killed (os._exit) after step 17, in epoch 1; the rung saves at epoch ends only (step checkpoints are not
+    built yet), so `--resume last` continues from checkpoint-13 with the Trainer's own resume_from_checkpoint (its
+    RNG states, optimizer, scheduler and early stopping's count) and the rows of metrics.csv logged before it: the
+    run ends with the uninterrupted run's weights and files, those of the other rungs too (tests/test_parity.py)."""
+    out = tmp_path / "resumed"
+    args = tiny_args(tiny_data, out, "--save-top-k", "2")  # as hf_trained_run
+    killed = subprocess.run([sys.executable, "tests/helpers/interrupted_train.py", HF_TRAINER, "17", *args],
+                            cwd=REPO, env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True, text=True,
+                            timeout=240)
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["checkpoint-13"]
+    load_train(HF_TRAINER).main([*args, "--resume", "last"])
+    final = [f"checkpoint-{step}" for step in (26, 39)]
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == final
+    resumed, straight = model_weights(out / "checkpoints" / final[-1]), model_weights(
+        hf_trained_run / "checkpoints" / final[-1])
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
+    for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"):
+        assert (out / name).read_bytes() == (hf_trained_run / name).read_bytes(), name

@@ -1,6 +1,6 @@
-"""Run vanilla/, lightning/ or fabric/train.py, or lightning/plain_lightning.py (argv[1]), and interrupt it at a
-chosen point (argv[2]); the rest of argv is the trainer's. The kills are `os._exit`: no clean-up, no final
-checkpoint, as `kill -9` would leave the run.
+"""Run vanilla/, lightning/, fabric/ or hf_trainer/train.py (step kills only), or lightning/plain_lightning.py
+(argv[1]), and interrupt it at a chosen point (argv[2]); the rest of argv is the trainer's. The kills are
+`os._exit`: no clean-up, no final checkpoint, as `kill -9` would leave the run.
 
     N               kill right after optimizer step N (a bare number, as the older tests write it)
     step:N          the same
@@ -81,6 +81,21 @@ if KIND in ("step", "signal"):
             return original_validate(job, *args, **kwargs)
 
         train.training_step, train.validate = training_step, validate
+    elif TRAINER == "hf_trainer" and KIND == "step":
+        from transformers import TrainerCallback
+
+        class DieAfterStep(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == AT:
+                    die()
+
+        original_init = train.QGTrainer.__init__
+
+        def __init__(self, *args, **kwargs):
+            original_init(self, *args, **kwargs)
+            self.add_callback(DieAfterStep())
+
+        train.QGTrainer.__init__ = __init__
     elif KIND == "step":
         def on_train_batch_end(self, outputs, batch, batch_idx):  # after the callbacks, so after any checkpoint
             if self.trainer.global_step == AT:
