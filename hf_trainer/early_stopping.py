@@ -31,7 +31,8 @@ class EarlyStopping(EarlyStoppingCallback):
                                             f"value was {best:.3f}. Signaling Trainer to stop.")
             return
         super().on_evaluate(args, state, control, metrics, **kwargs)
-        if control.should_training_stop:
+        # its own count, not should_training_stop: the Trainer sets that too, after the last step of the last epoch
+        if self.early_stopping_patience_counter >= self.early_stopping_patience:
             self.stopping_reason_message = (
                 f"Monitored metric dev_loss did not improve in the last {self.early_stopping_patience_counter} "
                 f"records. Best score: {best:.3f}. Signaling Trainer to stop.")

@@ -154,3 +154,12 @@ def test_killed_mid_epoch_and_resumed_last_it_ends_as_the_uninterrupted_run(hf_t
     assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
     for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"):
         assert (out / name).read_bytes() == (hf_trained_run / name).read_bytes(), name
+
+
+
+@pytest.mark.slow
+def test_a_run_that_reaches_max_epochs_says_nothing_of_early_stopping(tiny_data, tmp_path, capsys):
+    """The Trainer also sets should_training_stop after the last epoch's last step: that is no early stop."""
+    load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", "--max-epochs", "1"))
+    printed = capsys.readouterr().out
+    assert "testing " in printed and "early stopping" not in printed, printed
