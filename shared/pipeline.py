@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.data import DataFiles, QGDataset, resolve_data_files
+from shared.loader_workers import start_loader_workers_from_a_fork_server
 from shared.model import build_model
 from shared.squad import read_squad
 from shared.tokenizer import load_pretrained_tokenizer, train_tokenizer
@@ -39,6 +40,8 @@ def prepare_data(args, output_dir: Path, save_tokenizer: bool) -> PreparedData:
         tokenizer.save_pretrained(output_dir / "tokenizer")
     datasets = {name: QGDataset(split.examples, tokenizer, args.max_source_length, args.max_target_length)
                 for name, split in splits.items()}
+    if args.num_workers > 0:
+        start_loader_workers_from_a_fork_server()
     return PreparedData(files, tokenizer, datasets["train"], datasets["dev"], datasets["test"],
                         {name: split.skipped_unanswerable for name, split in splits.items()})
 

@@ -26,7 +26,8 @@ _PR_SET_PDEATHSIG = 1
 _started_by_rank_zero = False
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """The kernel SIGKILLs this process when the thread that started it ends (Linux `PR_SET_PDEATHSIG`)."""
     if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
@@ -42,7 +43,7 @@ def end_with_rank_zero() -> None:
     if not started_by_rank_zero:
         os.environ[RANK_ZERO_PID] = str(os.getpid())
         return
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != int(rank_zero):  # rank 0 ended before the request above took effect
         os._exit(1)
     _started_by_rank_zero = True

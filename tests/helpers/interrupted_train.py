@@ -22,11 +22,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[0] = str(REPO)
-TRAINER, POINT, ARGV = sys.argv[1], sys.argv[2], sys.argv[3:]
-KIND, _, VALUE = POINT.rpartition(":") if ":" in POINT else ("step", "", POINT)
-if KIND.startswith("signal:"):
-    KIND, SIGNAL = "signal", getattr(signal, "SIG" + KIND.split(":")[1])
-AT = int(VALUE)
 
 
 def die() -> None:
@@ -34,138 +29,148 @@ def die() -> None:
     os._exit(3)
 
 
-if TRAINER == "vanilla":
-    from vanilla import train
-else:
-    # a trainer's folder (its train.py), or a trainer's file: lightning/plain_lightning.py
-    path = REPO / TRAINER if TRAINER.endswith(".py") else REPO / TRAINER / "train.py"
-    spec = importlib.util.spec_from_file_location(path.stem if path.stem != "train" else f"{TRAINER}_train", path)
-    train = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+def patched_trainer(trainer: str, point: str):
+    """The trainer's module (its train.py, or the file named), patched to stop at `point`."""
+    kind, _, value = point.rpartition(":") if ":" in point else ("step", "", point)
+    if kind.startswith("signal:"):
+        kind, signum = "signal", getattr(signal, "SIG" + kind.split(":")[1])
+    at = int(value)
+    if trainer == "vanilla":
+        from vanilla import train
+    else:
+        # a trainer's folder (its train.py), or a trainer's file: lightning/plain_lightning.py
+        path = REPO / trainer if trainer.endswith(".py") else REPO / trainer / "train.py"
+        spec = importlib.util.spec_from_file_location(path.stem if path.stem != "train" else f"{trainer}_train", path)
+        train = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(train)
 
-if KIND in ("step", "signal"):
-    action = die if KIND == "step" else (lambda: os.kill(os.getpid(), SIGNAL))
-    if TRAINER == "vanilla":
-        from vanilla.fit_loop import FitLoop
+    if kind in ("step", "signal"):
+        action = die if kind == "step" else (lambda: os.kill(os.getpid(), signum))
+        if trainer == "vanilla":
+            from vanilla.fit_loop import FitLoop
 
-        original_step = FitLoop.training_step
+            original_step = FitLoop.training_step
 
-        def training_step(self, *args, **kwargs):
-            before = self.position.global_step
-            loss = original_step(self, *args, **kwargs)  # includes the step checkpoint, if one is due
-            if before < AT == self.position.global_step:
-                action()
-            return loss
+            def training_step(self, *args, **kwargs):
+                before = self.position.global_step
+                loss = original_step(self, *args, **kwargs)  # includes the step checkpoint, if one is due
+                if before < at == self.position.global_step:
+                    action()
+                return loss
 
-        FitLoop.training_step = training_step
-    elif TRAINER == "fabric":
-        original_step, steps, due = train.training_step, [0], [False]
+            FitLoop.training_step = training_step
+        elif trainer == "fabric":
+            original_step, steps, due = train.training_step, [0], [False]
 
-        def training_step(job, *args, **kwargs):
-            if due[0]:  # the step before, and its step checkpoint if one was due, are done
-                die()
-            loss, stepped = original_step(job, *args, **kwargs)
-            steps[0] += stepped
-            if stepped and steps[0] == AT:
-                if KIND == "step":
-                    due[0] = True
-                else:
-                    action()  # the signal arrives during step AT, as in the other trainers
-            return loss, stepped
+            def training_step(job, *args, **kwargs):
+                if due[0]:  # the step before, and its step checkpoint if one was due, are done
+                    die()
+                loss, stepped = original_step(job, *args, **kwargs)
+                steps[0] += stepped
+                if stepped and steps[0] == at:
+                    if kind == "step":
+                        due[0] = True
+                    else:
+                        action()  # the signal arrives during step at, as in the other trainers
+                return loss, stepped
 
-        original_validate = train.validate
+            original_validate = train.validate
 
-        def validate(job, *args, **kwargs):  # after an epoch's last step, validation comes next
-            if due[0]:
-                die()
-            return original_validate(job, *args, **kwargs)
+            def validate(job, *args, **kwargs):  # after an epoch's last step, validation comes next
+                if due[0]:
+                    die()
+                return original_validate(job, *args, **kwargs)
 
-        train.training_step, train.validate = training_step, validate
-    elif TRAINER == "hf_trainer" and KIND == "step":
-        from transformers import TrainerCallback
+            train.training_step, train.validate = training_step, validate
+        elif trainer == "hf_trainer" and kind == "step":
+            from transformers import TrainerCallback
 
-        class DieAfterStep(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == AT:
+            class DieAfterStep(TrainerCallback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    if state.global_step == at:
+                        die()
+
+            original_init = train.QGTrainer.__init__
+
+            def __init__(self, *args, **kwargs):
+                original_init(self, *args, **kwargs)
+                self.add_callback(DieAfterStep())
+
+            train.QGTrainer.__init__ = __init__
+        elif kind == "step":
+            def on_train_batch_end(self, outputs, batch, batch_idx):  # after the callbacks, so after any checkpoint
+                if self.trainer.global_step == at:
                     die()
 
-        original_init = train.QGTrainer.__init__
+            train.QGModule.on_train_batch_end = on_train_batch_end
+        else:
+            original_training_step = train.QGModule.training_step
 
-        def __init__(self, *args, **kwargs):
-            original_init(self, *args, **kwargs)
-            self.add_callback(DieAfterStep())
+            def training_step(self, batch, batch_idx):  # the signal arrives during step at, as in the vanilla case
+                loss = original_training_step(self, batch, batch_idx)
+                if self.trainer.global_step + 1 == at:
+                    action()
+                return loss
 
-        train.QGTrainer.__init__ = __init__
-    elif KIND == "step":
-        def on_train_batch_end(self, outputs, batch, batch_idx):  # after the callbacks, so after any checkpoint
-            if self.trainer.global_step == AT:
+            train.QGModule.training_step = training_step
+    elif kind == "val":
+        # the module whose code calls the loss: Lightning's LightningModule is in lightning/plain_lightning.py
+        loss_home = sys.modules[train.QGModule.__module__] if hasattr(train, "QGModule") else train
+        original_loss, eval_calls = loss_home.seq2seq_loss, [0]
+
+        def loss(model, batch):
+            if not model.training:
+                eval_calls[0] += 1
+                if eval_calls[0] == at:
+                    die()
+            return original_loss(model, batch)
+
+        loss_home.seq2seq_loss = loss
+    elif kind in ("save", "full"):
+        real_open, writes = builtins.open, [0]
+
+        class HalfWriter:
+            """Writes half of what it is given, then the process dies."""
+
+            def __init__(self, handle):
+                self.handle = handle
+
+            def write(self, data):
+                self.handle.write(bytes(data)[: len(data) // 2])
+                self.handle.flush()
                 die()
 
-        train.QGModule.on_train_batch_end = on_train_batch_end
-    else:
-        original_training_step = train.QGModule.training_step
+            def __getattr__(self, name):
+                return getattr(self.handle, name)
 
-        def training_step(self, batch, batch_idx):  # the signal arrives during step AT, as in the vanilla case
-            loss = original_training_step(self, batch, batch_idx)
-            if self.trainer.global_step + 1 == AT:
-                action()
-            return loss
+            def __enter__(self):
+                return self
 
-        train.QGModule.training_step = training_step
-elif KIND == "val":
-    # the module whose code calls the loss: Lightning's LightningModule is in lightning/plain_lightning.py
-    loss_home = sys.modules[train.QGModule.__module__] if hasattr(train, "QGModule") else train
-    original_loss, eval_calls = loss_home.seq2seq_loss, [0]
+            def __exit__(self, *exc):
+                self.handle.close()
 
-    def loss(model, batch):
-        if not model.training:
-            eval_calls[0] += 1
-            if eval_calls[0] == AT:
-                die()
-        return original_loss(model, batch)
+        def is_checkpoint_write(file) -> bool:
+            """vanilla writes a temporary file beside the checkpoint; Lightning (fsspec) one in the system's temporary
+            directory, moved into place afterwards."""
+            parent = Path(str(file)).parent
+            return parent.name == "checkpoints" or parent == Path(tempfile.gettempdir())
 
-    loss_home.seq2seq_loss = loss
-elif KIND in ("save", "full"):
-    real_open, writes = builtins.open, [0]
+        def open_(file, mode="r", *args, **kwargs):
+            handle = real_open(file, mode, *args, **kwargs)
+            if "w" in mode and "b" in mode and is_checkpoint_write(file):
+                writes[0] += 1
+                if writes[0] == at:
+                    if kind == "full":
+                        handle.close()
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+                    return HalfWriter(handle)
+            return handle
 
-    class HalfWriter:
-        """Writes half of what it is given, then the process dies."""
+        builtins.open = open_
+    return train
 
-        def __init__(self, handle):
-            self.handle = handle
 
-        def write(self, data):
-            self.handle.write(bytes(data)[: len(data) // 2])
-            self.handle.flush()
-            die()
+if __name__ == "__main__":  # not when a DataLoader worker's fork server imports this file (shared.loader_workers)
+    from shared.entry_point import exit_on_user_error
 
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-    def is_checkpoint_write(file) -> bool:
-        """vanilla writes a temporary file beside the checkpoint; Lightning (fsspec) one in the system's temporary
-        directory, moved into place afterwards."""
-        parent = Path(str(file)).parent
-        return parent.name == "checkpoints" or parent == Path(tempfile.gettempdir())
-
-    def open_(file, mode="r", *args, **kwargs):
-        handle = real_open(file, mode, *args, **kwargs)
-        if "w" in mode and "b" in mode and is_checkpoint_write(file):
-            writes[0] += 1
-            if writes[0] == AT:
-                if KIND == "full":
-                    handle.close()
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
-                return HalfWriter(handle)
-        return handle
-
-    builtins.open = open_
-from shared.entry_point import exit_on_user_error
-
-exit_on_user_error(lambda: train.main(ARGV))()
+    exit_on_user_error(lambda: patched_trainer(sys.argv[1], sys.argv[2]).main(sys.argv[3:]))()
