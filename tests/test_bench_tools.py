@@ -11,6 +11,7 @@ from bench import count_lines, report
 def test_every_trainer_file_is_counted_under_a_known_feature():
     count_lines.check_every_file_is_mapped()  # raises SystemExit naming an unmapped file or an unknown feature
     table = count_lines.count()
+    assert count_lines.SIDES == ("vanilla", "fabric", "lightning", "hf_trainer")
     assert set(table) == set(count_lines.FEATURES) | {"total"}
     for side in count_lines.SIDES:
         assert table["total"][side] == sum(row[side] for name, row in table.items() if name != "total") > 0
@@ -35,6 +36,41 @@ def test_attribution_by_file_definition_call_attribute_and_trainer_flag(tmp_path
     lines = {n: feature for n, feature, _ in count_lines.count_file("vanilla/demo.py")}
     assert lines == {5: "wiring", 7: "batch-size search", 9: "batch-size search", 10: "batch-size search",
                      12: "wiring", 13: "loop", 14: "precision", 15: "early stopping", 16: "early stopping"}
+
+
+def test_the_transformers_trainer_counts_the_shared_helpers_it_uses_and_no_removal_for_what_it_refuses():
+    files = count_lines.files_of("hf_trainer")
+    assert {path for path in files if path.startswith("hf_trainer/")} == {
+        path.relative_to(count_lines.REPO).as_posix() for path in (count_lines.REPO / "hf_trainer").glob("*.py")}
+    # no loop, no DDP, no checkpoint file of its own: not the helpers for them
+    assert set(files).isdisjoint({"shared/resumable_loader.py", "shared/rng_state.py", "shared/process_tree.py",
+                                  "shared/checkpoint_file.py", "shared/checkpoint_dict.py", "shared/launcher.py"})
+    assert {"shared/logged_rows.py", "shared/loop_position.py", "vanilla/loggers.py"} <= set(files)
+    positions = {feature for _, feature, _ in count_lines.count_file("shared/loop_position.py", "hf_trainer")}
+    assert positions == {"loop"}  # num_train_batches alone, not LoopPosition's checkpoint state
+    table = count_lines.count()
+    for feature in count_lines.NOT_YET["hf_trainer"]:
+        assert count_lines.removed(table, feature, "hf_trainer") == "refused (not yet)"
+    assert "refused rows left out" in count_lines.removed(table, "total", "hf_trainer")
+    assert count_lines.removed(table, "total", "lightning").endswith("%)")
+    header, rule, *rows = count_lines.markdown(table).split("\n\n")[0].splitlines()
+    assert header.count("|") - 1 == 1 + 4 + 3  # the feature, four rungs, three removals
+    assert len(rows) == len(table) and all(row.count("|") == header.count("|") for row in rows)
+    assert "refuses data parallel / DDP" in count_lines.caveats()
+
+
+def test_a_flag_scoped_to_a_definition_wins_over_the_unscoped_one(tmp_path, monkeypatch):
+    source = ('def arguments():\n    return Args(\n        epochs=3,\n        cpu=True)\n\n\n'
+              'def tester():\n    return Args(epochs=1,\n                cpu=True)\n')
+    (tmp_path / "vanilla").mkdir()
+    (tmp_path / "vanilla" / "demo.py").write_text(source)
+    monkeypatch.setattr(count_lines, "REPO", tmp_path)
+    monkeypatch.setitem(count_lines.FILES, "vanilla/demo.py", ("wiring", {
+        "tester": "test phase", "Args(epochs=)": "loop", "Args(cpu=)": "data parallel / DDP",
+        "tester.Args(cpu=)": "test phase", "tester.Args(epochs=)": "test phase"}))
+    lines = {n: feature for n, feature, _ in count_lines.count_file("vanilla/demo.py")}
+    assert lines == {1: "wiring", 2: "wiring", 3: "loop", 4: "data parallel / DDP",
+                     7: "test phase", 8: "test phase", 9: "test phase"}
 
 
 # per-round ratios to vanilla, six rounds each (the interval: the lowest to the highest round, 96.9%), chosen so
