@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shared.entry_point import exit_on_user_error
 from shared.errors import UserError
 from tests.conftest import HF_TRAINER, REPO, TRAINERS, load_train, loss_home, tiny_args
 
@@ -36,6 +37,16 @@ def module(trainer: str):
 
 def run(trainer: str, tiny_data, out: Path, *extra: str):
     return module(trainer).main(tiny_args(tiny_data, out, *extra))
+
+
+def run_here(capsys, trainer: str, tiny_data, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`python <trainer>/train.py ...` in this process, through the command's own wrapper (`exit_on_user_error`):
+    its exit status and output, for the refusals that come before any training (a new interpreter costs
+    seconds)."""
+    with pytest.raises(SystemExit) as stop:
+        exit_on_user_error(lambda: run(trainer, tiny_data, out, *extra))()
+    stdout, stderr = capsys.readouterr()
+    return subprocess.CompletedProcess([trainer], stop.value.code, stdout, stderr)
 
 
 def run_process(*command: str, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -227,7 +238,7 @@ def test_out_of_memory_in_training_suggests_the_remedies(tiny_data, tmp_path, mo
 
 # ---------------------------------------------------------------- one run per directory
 @pytest.mark.parametrize("trainer", [*TRAINERS, HF_TRAINER])
-def test_two_runs_never_write_into_one_directory(tiny_data, tmp_path, trainer):
+def test_two_runs_never_write_into_one_directory(tiny_data, tmp_path, capsys, trainer):
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
@@ -237,8 +248,8 @@ def test_two_runs_never_write_into_one_directory(tiny_data, tmp_path, trainer):
                                "print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = run_process(f"{trainer}/train.py", *tiny_args(tiny_data, out))
-        assert_one_line_error(result, "another run", f"pid {holder.pid}", str(out))
+        assert_one_line_error(run_here(capsys, trainer, tiny_data, out), "another run", f"pid {holder.pid}",
+                              str(out))
     finally:
         holder.kill()
         holder.wait()
@@ -246,12 +257,13 @@ def test_two_runs_never_write_into_one_directory(tiny_data, tmp_path, trainer):
 
 
 @pytest.mark.parametrize("trainer", [*TRAINERS, HF_TRAINER])
-def test_an_existing_run_is_refused_without_resume_or_overwrite(tiny_data, tmp_path, trainer):
+def test_an_existing_run_is_refused_without_resume_or_overwrite(tiny_data, tmp_path, capsys, trainer):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "last.ckpt").write_bytes(b"precious")
-    assert_one_line_error(run_process(f"{trainer}/train.py", *tiny_args(tiny_data, out)), "already holds a run",
-                          "--overwrite")
+    result = run_process(f"{trainer}/train.py", *tiny_args(tiny_data, out)) if trainer == "vanilla" \
+        else run_here(capsys, trainer, tiny_data, out)  # the command itself once, the others in this process
+    assert_one_line_error(result, "already holds a run", "--overwrite")
     assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"precious"
 
 
@@ -302,18 +314,30 @@ def test_a_refused_resume_keeps_what_the_run_wrote(tiny_data, tmp_path, straight
 
 
 # ---------------------------------------------------------------- impossible flags, the same in all
-@pytest.mark.parametrize("flags, fragments", [
+IMPOSSIBLE_DEVICE_REQUESTS = [
     (["--strategy", "dp"], ["--strategy dp", "CUDA"]),
     (["--accelerator", "gpu"], ["--accelerator", "gpu"]),
     (["--devices", "0"], ["--devices"]),
     (["--devices", "-1"], ["--devices -1", "CUDA"]),
     (["--num-nodes", "2", "--strategy", "ddp"], ["--num-nodes 2", "torchrun or srun"]),
     (["--num-nodes", "2", "--strategy", "dp"], ["--strategy dp", "--num-nodes"]),
-])
+]
+
+
 @pytest.mark.parametrize("trainer", TRAINERS)
-def test_impossible_device_requests_are_one_line_in_all(tiny_data, tmp_path, trainer, flags, fragments):
+def test_an_impossible_device_request_is_one_line_on_stderr(tiny_data, tmp_path, trainer):
+    """As a user meets it: the command's whole stderr is the one line (Lightning prints nothing of its own first)."""
+    flags, fragments = IMPOSSIBLE_DEVICE_REQUESTS[-1]
     assert_one_line_error(run_process(f"{trainer}/train.py", *tiny_args(tiny_data, tmp_path / "run", *flags)),
                           *fragments)
+
+
+@pytest.mark.parametrize("flags, fragments", IMPOSSIBLE_DEVICE_REQUESTS)
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_impossible_device_requests_are_one_line_in_all(tiny_data, tmp_path, capsys, trainer, flags, fragments):
+    """In this process, through the command's own wrapper (the test above runs the command itself)."""
+    assert_one_line_error(run_here(capsys, trainer, tiny_data, tmp_path / "run", *flags), *fragments)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.ddp
@@ -337,21 +361,23 @@ def test_a_launcher_world_other_than_nodes_times_devices_is_one_line_naming_the_
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_all(tiny_data, tmp_path):
+def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_all(tiny_data, tmp_path, capsys):
     """0.001 of the 13 batches of an epoch is no batch: no trainer "trains" on nothing, and no checkpoint of
     untrained weights is written."""
     lines = {}
-    for trainer in (*TRAINERS, HF_TRAINER):
+    for trainer in (*TRAINERS, HF_TRAINER):  # in this process; the command itself below, once
         out = tmp_path / trainer
-        result = run_process(f"{trainer}/train.py", *tiny_args(tiny_data, out, "--limit-train-batches", "0.001"))
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-        lines[trainer] = result.stderr.strip().splitlines()[-1]  # Lightning's Trainer prints its devices before
+        result = run_here(capsys, trainer, tiny_data, out, "--limit-train-batches", "0.001")
+        assert_one_line_error(result)
+        lines[trainer] = result.stderr.strip()
         assert not (out / "checkpoints").exists()
     assert lines["vanilla"] == lines["lightning"] == lines["fabric"] == lines[HF_TRAINER] == (
         "error: --limit-train-batches 0.001: 0.001 of 13 training batches is less than one batch; give a fraction "
         "of at least 0.07692, or a number of batches")
-    assert len(run_process("vanilla/train.py", *tiny_args(tiny_data, tmp_path / "again", "--limit-train-batches",
-                                                         "0.001")).stderr.strip().splitlines()) == 1
+    result = run_process("vanilla/train.py", *tiny_args(tiny_data, tmp_path / "again", "--limit-train-batches",
+                                                        "0.001"))
+    assert_one_line_error(result)
+    assert result.stderr.strip() == lines["vanilla"]
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
