@@ -107,3 +107,15 @@ def test_sigterm_in_every_phase_leaves_no_process_behind(tiny_data, tmp_path, tr
     else:  # ended at once by the signal
         assert run.returncode == -signal.SIGTERM, stdout[-2000:] + stderr[-3000:]
         assert last.is_file() == (phase in ("test", "export"))
+
+
+def test_a_trainer_killed_with_loader_workers_leaves_none_of_them_behind(tiny_data, tmp_path):
+    """Not DDP, the same promise: with --num-workers the loader's workers start from a fork server
+    (shared/loader_workers.py), not from the trainer. Killed (os._exit after step 2, as kill -9 leaves it), the
+    trainer takes the server with it, and the workers, the server's children, notice and end."""
+    process = start(["tests/helpers/interrupted_train.py", "vanilla", "2",
+                     *tiny_args(tiny_data, tmp_path / "run", "--num-workers", "1", "--max-epochs", "1")])
+    process.wait(timeout=240)
+    leftovers = left_behind(process.pid)  # before reading: a worker left behind would hold the pipes open
+    assert process.returncode == 3, process.stderr.read()[-3000:]  # interrupted_train's os._exit(3)
+    assert not leftovers
