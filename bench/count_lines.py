@@ -187,8 +187,9 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
 }
 # vanilla/'s framework-free modules the Fabric trainer (and hf_trainer/metrics_files.py) imports: counted on the
 # importing side too (a feature None, in a file or a definition: not counted).
+# In vanilla/loggers.py only save_hparams counts: its calls in open_loggers there are vanilla's own.
 REUSED: dict[str, dict[str, tuple[str | None, dict[str, str | None]]]] = {"hf_trainer": {
-    "vanilla/loggers.py": (None, {"save_hparams": LOGGING, "save_hparams()": None}),  # its calls there: vanilla's
+    "vanilla/loggers.py": (None, {"save_hparams": LOGGING, "save_hparams()": None}),
 }, "fabric": {
     "vanilla/early_stopping.py": (STOP, {}),
     "vanilla/model_checkpoint.py": (CKPT, {}),
@@ -197,7 +198,7 @@ REUSED: dict[str, dict[str, tuple[str | None, dict[str, str | None]]]] = {"hf_tr
                                         "autocast_in_replicas": DDP}),
     "vanilla/signal_connector.py": (CKPT, {}),
     "vanilla/progress_bar.py": (LOGGING, {}),
-    "vanilla/loggers.py": (None, {"save_hparams": LOGGING}),
+    "vanilla/loggers.py": (None, {"save_hparams": LOGGING, "save_hparams()": None}),
     "vanilla/seed.py": (None, {"isolate_rng": LOOP}),
 }}
 # shared/ helpers that the first three trainers need and that neither framework has: counted on their sides (a
