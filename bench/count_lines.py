@@ -41,7 +41,7 @@ NOT_YET: dict[str, tuple[str, ...]] = {"hf_trainer": (DDP, SEARCH, PRECISION)}
 # Features a rung implements in part so far, with what it lacks: its removal there comes with that note.
 PARTLY: dict[str, dict[str, str]] = {"hf_trainer": {
     STOP: "--min-delta refused",
-    CKPT: "checkpoints at epoch ends only, not a top-k; resumes from the last",
+    CKPT: "not a top-k: the best and the latest kept; --resume PATH refused",
 }}
 
 # Files: their feature, then what inside them belongs to another: a definition (`name` or `Class.method`), a
@@ -134,6 +134,7 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "Seq2SeqTrainingArguments(greater_is_better=)": CKPT, "Seq2SeqTrainingArguments(save_total_limit=)": CKPT,
         "Seq2SeqTrainingArguments(restore_callback_states_from_checkpoint=)": CKPT,
         "latest_checkpoint": CKPT, "latest_checkpoint()": CKPT, "resume_from": CKPT,
+        "MidEpochResume()": CKPT, "mid_epoch_resume": CKPT, "catching_stop_signals()": CKPT,
         "Seq2SeqTrainingArguments(use_cpu=)": DDP,
         "MeanMetric()": LOGGING, "MetricsFiles()": LOGGING, "main.QGTrainer(train_loss=)": LOGGING,
         "Seq2SeqTrainingArguments(logging_strategy=)": LOGGING, "Seq2SeqTrainingArguments(report_to=)": LOGGING,
@@ -148,6 +149,7 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
     "hf_trainer/dev_loss.py": (LOOP, {}),
     "hf_trainer/limit_train_batches.py": (LOOP, {}),
     "hf_trainer/early_stopping.py": (STOP, {}),
+    "hf_trainer/mid_epoch_resume.py": (CKPT, {}),
     "hf_trainer/metrics_files.py": (LOGGING, {"LoggedRows()": CKPT, ".logged_rows": CKPT, "log_again()": CKPT}),
     "fabric/train.py": (WIRING, {
         "loss_of": LOOP, "training_step": LOOP, "validate": LOOP, "sanity_check": LOOP, "clip_gradients()": LOOP,
@@ -190,6 +192,7 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
 # In vanilla/loggers.py only save_hparams counts: its calls in open_loggers there are vanilla's own.
 REUSED: dict[str, dict[str, tuple[str | None, dict[str, str | None]]]] = {"hf_trainer": {
     "vanilla/loggers.py": (None, {"save_hparams": LOGGING, "save_hparams()": None}),
+    "vanilla/signal_connector.py": (CKPT, {}),
 }, "fabric": {
     "vanilla/early_stopping.py": (STOP, {}),
     "vanilla/model_checkpoint.py": (CKPT, {}),
@@ -226,13 +229,15 @@ OWN_LOOP_SHARED: dict[str, tuple[str | None, dict[str, str]]] = {
 }
 
 # A side listed here counts, of the shared/ helpers, only these, with these maps (not the groups above): what it
-# imports. hf_trainer/ resumes through the Trainer's own checkpoints and refuses DDP (no resumable loader, RNG
-# states, checkpoint file or process tree of ours), and has no loop of its own: it needs metrics.csv's rows again
-# on resume (metrics_files.py) and Lightning's count of batches for --limit-train-batches (limit_train_batches.py).
+# imports. hf_trainer/ resumes through the Trainer's own checkpoints and refuses DDP (no resumable loader,
+# checkpoint file or process tree of ours), and has no loop of its own: it needs metrics.csv's rows again on resume
+# (metrics_files.py), the random generators at an epoch's start and the one-line errors of an interrupted or
+# unusable checkpoint (mid_epoch_resume.py), and Lightning's count of batches for --limit-train-batches.
 SHARED_USED_BY: dict[str, dict[str, tuple[str | None, dict[str, str | None]]]] = {"hf_trainer": {
     "shared/logged_rows.py": (CKPT, {"LoggedRows.put_back": None}),  # put_back: for a refused checkpoint, not here
     "shared/loop_position.py": (None, {"num_train_batches": LOOP}),
-    "shared/errors.py": (None, {"no_training_batches_error": LOOP}),
+    "shared/errors.py": (None, {"no_training_batches_error": LOOP, "Interrupted": CKPT}),
+    "shared/rng_state.py": (None, {"collect_rng_states": CKPT, "restore_rng_states": CKPT}),
 }}
 
 

@@ -6,7 +6,9 @@ summarization example teach it: `Seq2SeqTrainingArguments`, a `Seq2SeqTrainer`, 
 Where the job needs what the Trainer does otherwise, the modules beside this file add it through the Trainer's
 documented extension points: `qg_trainer.py` (a subclass: the rungs' optimizer, and the loss divided for gradient
 accumulation as Lightning divides it), `dev_loss.py` (dev_loss summed as the other rungs sum it, a
-`compute_metrics`), `metrics_files.py` (metrics.csv, TensorBoard and hparams.yaml, a `TrainerCallback`).
+`compute_metrics`), `metrics_files.py` (metrics.csv, TensorBoard and hparams.yaml, a `TrainerCallback`),
+`mid_epoch_resume.py` (step checkpoints, Ctrl-C and SIGTERM, and an exact resume inside an epoch, a
+`TrainerCallback`).
 Run from the repository root: `python hf_trainer/train.py --help` (the same command line as every trainer here).
 """
 
@@ -30,6 +32,7 @@ from dev_loss import DevLoss
 from early_stopping import EarlyStopping
 from limit_train_batches import LimitTrainBatches
 from metrics_files import MetricsFiles
+from mid_epoch_resume import MidEpochResume
 from qg_trainer import QGTrainer
 from torchmetrics import MeanMetric
 from transformers import Seq2SeqTrainingArguments, set_seed
@@ -59,7 +62,6 @@ def not_yet(args) -> None:
                         ("--auto-batch-size", args.auto_batch_size),
                         ("--strategy", args.strategy != "auto"), ("--devices", args.devices != 1),
                         ("--num-nodes", args.num_nodes != 1), ("--precision", args.precision != "32-true"),
-                        ("--checkpoint-every-n-steps", args.checkpoint_every_n_steps),
                         ("--accelerator", gpu)):
         if given:
             hint = {"--accelerator": " (give --accelerator cpu)", "--resume PATH": " (--resume last continues the run "
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(settings.seed)
     data = prepare_data(settings, output_dir, save_tokenizer=True)
     train_loss = MeanMetric(nan_strategy=float("nan"), sync_on_compute=False)  # as the Lightning rung's module
+    # step checkpoints, Ctrl-C and SIGTERM, and what a checkpoint inside an epoch must hold to continue exactly
+    mid_epoch_resume = MidEpochResume(train_loss, settings.checkpoint_every_n_steps, resume_from)
     trainer = QGTrainer(
         # model_init: the Trainer seeds, then builds the model, in __init__ and again in train(); passed a model,
         # it would re-seed after the model drew its weights, and the first shuffle would differ from the others'
@@ -135,13 +139,15 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=DevLoss(),
         callbacks=[EarlyStopping(settings.patience),
                    MetricsFiles(output_dir, dict(vars(settings)), train_loss, resuming=resume_from is not None),
+                   mid_epoch_resume,
                    *limit_train_batches(settings, len(data.train))],
         train_loss=train_loss,
     )
     print(start_line(data, trainer.model, f"Seq2SeqTrainer on 1 {trainer.args.device.type} device(s)"))
     if resume_from:
         print(f"resumed from {resume_from}")
-    trainer.train(resume_from_checkpoint=resume_from)
+    with mid_epoch_resume.signals.catching_stop_signals():  # on Ctrl-C or SIGTERM: Interrupted, once saved
+        trainer.train(resume_from_checkpoint=resume_from)
     # the callback in use: on resume the Trainer rebuilds it from the checkpoint's state
     early_stopping = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStopping))
     if early_stopping.stopping_reason_message:

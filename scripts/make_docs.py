@@ -95,10 +95,13 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
                 "top-k bookkeeping and the atomic writes ({vanilla} lines). These three share the loader that "
                 "resumes mid-epoch in the same order and the saving of every rank's random generators. "
                 "transformers' Trainer saves a `checkpoint-N/` at each epoch's end, keeps the `save_total_limit` "
-                "most recent and the best (not a top-k), and resumes with `train(resume_from_checkpoint=...)` from "
-                "the last one's epoch end, not mid-epoch; this rung finds that last one, logs metrics.csv's earlier "
-                "rows again and has the Trainer restore the early-stopping count ({hf_trainer} lines, for less: no "
-                "step checkpoints, none on Ctrl-C or SIGTERM, no `--resume PATH`).",
+                "most recent and the best (not a top-k), and resumes with `train(resume_from_checkpoint=...)`, "
+                "skipping the batches done, but the resumed epoch would draw another shuffle from the global "
+                "generator (from which this rung, as the others, draws each epoch's); so a callback saves the "
+                "epoch's starting generators and running train_loss with each checkpoint, asks for step checkpoints "
+                "(`control.should_save`) and stops on Ctrl-C or SIGTERM once the step is saved, and the rung finds "
+                "the last checkpoint, logs metrics.csv's earlier rows again and has the Trainer restore the "
+                "early-stopping count ({hf_trainer} lines; no `--resume PATH`).",
         "vanilla": ["vanilla/checkpoint_connector.py::dump_checkpoint@return {",
                     "shared/resumable_loader.py::ResumableDataLoader._epoch"],
         "fabric": ["fabric/resume_state.py::users_objects", "fabric/resume_state.py::save_checkpoint",
@@ -108,7 +111,9 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
                       "shared/resumable_loader.py::ResumableDataLoader._epoch"],
         "hf_trainer": ["hf_trainer/train.py::training_arguments@Seq2SeqTrainingArguments(output_dir=,save_strategy=,"
                        "save_total_limit=,restore_callback_states_from_checkpoint=)",
-                       "hf_trainer/train.py::main@resume_from = latest_checkpoint(@trainer.train("],
+                       "hf_trainer/train.py::main@resume_from = latest_checkpoint(@trainer.train(",
+                       "hf_trainer/mid_epoch_resume.py::MidEpochResume.on_epoch_begin",
+                       "hf_trainer/mid_epoch_resume.py::MidEpochResume.on_step_end"],
     },
     "data parallel / DDP": {
         "says": "Lightning starts the processes, wraps the model in DDP and shards the data from `Trainer` flags "

@@ -43,9 +43,12 @@ def test_the_transformers_trainer_counts_the_shared_helpers_it_uses_and_no_remov
     assert {path for path in files if path.startswith("hf_trainer/")} == {
         path.relative_to(count_lines.REPO).as_posix() for path in (count_lines.REPO / "hf_trainer").glob("*.py")}
     # no loop, no DDP, no checkpoint file of its own: not the helpers for them
-    assert set(files).isdisjoint({"shared/resumable_loader.py", "shared/rng_state.py", "shared/process_tree.py",
+    assert set(files).isdisjoint({"shared/resumable_loader.py", "shared/process_tree.py",
                                   "shared/checkpoint_file.py", "shared/checkpoint_dict.py", "shared/launcher.py"})
-    assert {"shared/logged_rows.py", "shared/loop_position.py", "vanilla/loggers.py"} <= set(files)
+    assert {"shared/logged_rows.py", "shared/loop_position.py", "shared/rng_state.py", "vanilla/loggers.py",
+            "vanilla/signal_connector.py"} <= set(files)
+    rng = {feature for _, feature, _ in count_lines.count_file("shared/rng_state.py", "hf_trainer")}
+    assert rng == {"checkpointing + resume"}  # an epoch's starting generators, not the gather of every rank's
     positions = {feature for _, feature, _ in count_lines.count_file("shared/loop_position.py", "hf_trainer")}
     assert positions == {"loop"}  # num_train_batches alone, not LoopPosition's checkpoint state
     table = count_lines.count()

@@ -7,6 +7,7 @@ import copy
 import csv
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ from transformers import (
     TrainerCallback,
 )
 
-from shared.checkpoint_file import model_weights
+from shared.checkpoint_file import CheckpointError, model_weights
 from shared.data import PadCollator
 from shared.errors import UserError
 from tests.conftest import HF_TRAINER, REPO, load_train, tiny_args
@@ -92,8 +93,7 @@ def test_the_trainer_as_shipped_doubles_bart_gradients_with_accumulation(tmp_pat
 
 @pytest.mark.parametrize("flag", [("--strategy", "ddp"), ("--devices", "2"), ("--resume", "some/checkpoint-13"),
                                   ("--precision", "bf16-mixed"), ("--auto-batch-size", "power"),
-                                  ("--checkpoint-every-n-steps", "5"), ("--accelerator", "gpu"),
-                                  ("--min-delta", "0.01")])
+                                  ("--accelerator", "gpu"), ("--min-delta", "0.01")])
 def test_what_the_rung_does_not_run_is_refused_in_one_line(flag, tiny_data, tmp_path):
     with pytest.raises(UserError) as error:
         load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", *flag))
@@ -135,10 +135,11 @@ def test_a_non_finite_loss_stops_the_run_at_once_as_lightning_stops_it(tiny_data
 
 @pytest.mark.slow
 def test_killed_mid_epoch_and_resumed_last_it_ends_as_the_uninterrupted_run(hf_trained_run, tiny_data, tmp_path):
-    """Killed (os._exit) after step 17, in epoch 1; the rung saves at epoch ends only (step checkpoints are not
-    built yet), so `--resume last` continues from checkpoint-13 with the Trainer's own resume_from_checkpoint (its
-    RNG states, optimizer, scheduler and early stopping's count) and the rows of metrics.csv logged before it: the
-    run ends with the uninterrupted run's weights and files, those of the other rungs too (tests/test_parity.py)."""
+    """Killed (os._exit) after step 17, in epoch 1, without step checkpoints: `--resume last` continues from the
+    epoch's end before, checkpoint-13, with the Trainer's own resume_from_checkpoint (its RNG states, optimizer,
+    scheduler and early stopping's count) and the rows of metrics.csv logged before it: the run ends with the
+    uninterrupted run's weights and files, those of the other rungs too (tests/test_parity.py; a resume from a step
+    checkpoint inside an epoch is there too)."""
     out = tmp_path / "resumed"
     args = tiny_args(tiny_data, out, "--save-top-k", "2")  # as hf_trained_run
     killed = subprocess.run([sys.executable, "tests/helpers/interrupted_train.py", HF_TRAINER, "17", *args],
@@ -154,6 +155,40 @@ def test_killed_mid_epoch_and_resumed_last_it_ends_as_the_uninterrupted_run(hf_t
     assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
     for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json"):
         assert (out / name).read_bytes() == (hf_trained_run / name).read_bytes(), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, status", [("TERM", 143), ("INT", 130)])
+def test_a_signal_saves_the_step_under_way_and_resume_last_ends_as_the_uninterrupted_run(hf_trained_run, tiny_data,
+                                                                                          tmp_path, name, status):
+    """SIGTERM (a scheduler) or Ctrl-C during step 17: the step ends, checkpoint-17 is saved and kept (the Trainer's
+    own end of training would delete it: save_total_limit), one line says how to go on, no test phase, exit status
+    128 + the signal. Resumed (SIGTERM's run), it continues inside epoch 1 and ends as the uninterrupted run; the
+    same checkpoint without the epoch's starting generators is refused in one line."""
+    out = tmp_path / "run"
+    args = tiny_args(tiny_data, out, "--save-top-k", "2")  # as hf_trained_run
+    stopped = subprocess.run([sys.executable, "tests/helpers/interrupted_train.py", HF_TRAINER, f"signal:{name}:17",
+                              *args], cwd=REPO, env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True,
+                             text=True, timeout=240)
+    assert stopped.returncode == status, stopped.stderr[-2000:]
+    said = [line for line in (stopped.stdout + stopped.stderr).splitlines() if "--resume last" in line]
+    assert said == [f"interrupted by SIG{name} at epoch 1, step 17: saved {out / 'checkpoints' / 'checkpoint-17'}; "
+                    f"continue with --resume last"], stopped.stdout[-2000:]
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["checkpoint-13", "checkpoint-17"]
+    assert not (out / "predictions.jsonl").exists()
+    if name == "INT":
+        return
+    without = tmp_path / "without-epoch-start"
+    shutil.copytree(out, without)
+    (without / "checkpoints" / "checkpoint-17" / "exact_resume.pt").unlink()
+    with pytest.raises(CheckpointError, match="saved inside an epoch without exact_resume.pt"):
+        load_train(HF_TRAINER).main([*tiny_args(tiny_data, without, "--save-top-k", "2"), "--resume", "last"])
+    load_train(HF_TRAINER).main([*args, "--resume", "last"])
+    final = model_weights(out / "checkpoints" / "checkpoint-39")
+    straight = model_weights(hf_trained_run / "checkpoints" / "checkpoint-39")
+    assert final.keys() == straight.keys() and all(torch.equal(final[k], straight[k]) for k in final)
+    for file in ("metrics.csv", "predictions.jsonl", "test_metrics.json"):
+        assert (out / file).read_bytes() == (hf_trained_run / file).read_bytes(), file
 
 
 

@@ -228,18 +228,24 @@ def kill_after(trainer: str, step: int, tiny_data, out: Path, *extra: str) -> No
 
 
 def test_a_run_killed_mid_epoch_and_resumed_equals_the_others_uninterrupted_runs(tiny_data, tmp_path):
-    """Killed (os._exit) after step 17, resumed from the step-15 checkpoint two batches into epoch 1."""
+    """Killed (os._exit) after step 17, resumed from the step-15 checkpoint two batches into epoch 1 (the
+    transformers Trainer's checkpoint-15/, with the epoch's starting generators, hf_trainer/mid_epoch_resume.py)."""
     extra = ("--checkpoint-every-n-steps", "5")
-    for trainer in TRAINERS:
-        run(trainer, tiny_data, tmp_path / f"{trainer}-straight", *extra)
-        kill_after(trainer, 17, tiny_data, tmp_path / f"{trainer}-resumed", *extra)
-        assert load(tmp_path / f"{trainer}-resumed" / "checkpoints" / "last.ckpt")["global_step"] == 15
-        run(trainer, tiny_data, tmp_path / f"{trainer}-resumed", *extra, "--resume", "last")
-    last = lambda name: tmp_path / name / "checkpoints" / "last.ckpt"  # noqa: E731
+    for trainer in (*TRAINERS, HF_TRAINER):
+        if trainer != HF_TRAINER:  # the Trainer's uninterrupted run is held equal to these by the other rows
+            run(trainer, tiny_data, tmp_path / f"{trainer}-straight", *extra)
+        resumed = tmp_path / f"{trainer}-resumed"
+        kill_after(trainer, 17, tiny_data, resumed, *extra)
+        if trainer == HF_TRAINER:
+            assert max(int(p.name.split("-")[1]) for p in (resumed / "checkpoints").glob("checkpoint-*")) == 15
+        else:
+            assert load(resumed / "checkpoints" / "last.ckpt")["global_step"] == 15
+        run(trainer, tiny_data, resumed, *extra, "--resume", "last")
     results = {}
-    for trainer in TRAINERS:
-        results[trainer] = all(weights_equal(last(f"{trainer}-resumed"), last(f"{other}-straight"))
-                               and (tmp_path / f"{trainer}-resumed" / "metrics.csv").read_bytes()
+    for trainer in (*TRAINERS, HF_TRAINER):
+        resumed = tmp_path / f"{trainer}-resumed"
+        results[trainer] = all(weights_equal(last_checkpoint(resumed), last_checkpoint(tmp_path / f"{other}-straight"))
+                               and (resumed / "metrics.csv").read_bytes()
                                == (tmp_path / f"{other}-straight" / "metrics.csv").read_bytes() for other in TRAINERS)
     record_parity("kill mid-epoch + --resume last, vs every uninterrupted run",
                   {t: "weights =, csv =" if same else "DIFFERENT" for t, same in results.items()},

@@ -1,6 +1,6 @@
-"""Run vanilla/, lightning/, fabric/ or hf_trainer/train.py (step kills only), or lightning/plain_lightning.py
-(argv[1]), and interrupt it at a chosen point (argv[2]); the rest of argv is the trainer's. The kills are
-`os._exit`: no clean-up, no final checkpoint, as `kill -9` would leave the run.
+"""Run vanilla/, lightning/, fabric/ or hf_trainer/train.py (hf_trainer: step kills and signals), or
+lightning/plain_lightning.py (argv[1]), and interrupt it at a chosen point (argv[2]); the rest of argv is the
+trainer's. The kills are `os._exit`: no clean-up, no final checkpoint, as `kill -9` would leave the run.
 
     N               kill right after optimizer step N (a bare number, as the older tests write it)
     step:N          the same
@@ -82,12 +82,16 @@ def patched_trainer(trainer: str, point: str):
                 return original_validate(job, *args, **kwargs)
 
             train.training_step, train.validate = training_step, validate
-        elif trainer == "hf_trainer" and kind == "step":
+        elif trainer == "hf_trainer":
             from transformers import TrainerCallback
 
             class DieAfterStep(TrainerCallback):
-                def on_step_end(self, args, state, control, **kwargs):
-                    if state.global_step == at:
+                def on_step_begin(self, args, state, control, **kwargs):  # the signal arrives during step `at`
+                    if kind == "signal" and state.global_step + 1 == at:
+                        action()
+
+                def on_step_end(self, args, state, control, **kwargs):  # before the Trainer saves this step
+                    if kind == "step" and state.global_step == at:
                         die()
 
             original_init = train.QGTrainer.__init__
