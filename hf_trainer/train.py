@@ -40,6 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from shared.cli import parse_args
 from shared.data import PadCollator
+from shared.devices import check_data_parallel
 from shared.entry_point import exit_on_user_error
 from shared.errors import UserError
 from shared.export import export_pretrained
@@ -57,6 +58,8 @@ TRAINER = "hf_trainer"  # its runs go to runs/hf_trainer/version_N unless told o
 def not_yet(args) -> None:
     """Flags this rung does not run yet refuse in one line, rather than run another job than the other rungs."""
     gpu = args.accelerator == "gpu" or (args.accelerator == "auto" and torch.cuda.is_available())
+    if args.strategy == "dp":  # on the CPU, the other rungs' line (the Trainer itself wraps the model in
+        check_data_parallel(cuda=gpu)  # DataParallel when one process sees several GPUs)
     for flag, given in (("--resume PATH", args.resume not in (None, "last")),
                         ("--resume with --limit-train-batches", args.resume and args.limit_train_batches != 1.0),
                         ("--auto-batch-size", args.auto_batch_size),

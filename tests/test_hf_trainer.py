@@ -101,6 +101,11 @@ def test_what_the_rung_does_not_run_is_refused_in_one_line(flag, tiny_data, tmp_
     assert not (tmp_path / "run").exists()
 
 
+def test_data_parallel_on_the_cpu_is_refused_in_the_other_rungs_line(tiny_data, tmp_path):
+    with pytest.raises(UserError, match=r"^--strategy dp: torch.nn.DataParallel replicates the model over CUDA GPUs"):
+        load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", "--strategy", "dp"))
+
+
 def test_a_limit_that_ends_an_epoch_inside_an_accumulation_group_is_refused(tiny_data, tmp_path):
     with pytest.raises(UserError, match="--limit-train-batches 5: 5 batches per epoch end inside a group"):
         load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", "--limit-train-batches", "5",
