@@ -135,6 +135,7 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "Seq2SeqTrainingArguments(restore_callback_states_from_checkpoint=)": CKPT,
         "latest_checkpoint": CKPT, "latest_checkpoint()": CKPT, "resume_from": CKPT,
         "MidEpochResume()": CKPT, "mid_epoch_resume": CKPT, "catching_stop_signals()": CKPT,
+        "check_resumable()": CKPT,
         "Seq2SeqTrainingArguments(use_cpu=)": DDP,
         "MeanMetric()": LOGGING, "MetricsFiles()": LOGGING, "main.QGTrainer(train_loss=)": LOGGING,
         "Seq2SeqTrainingArguments(logging_strategy=)": LOGGING, "Seq2SeqTrainingArguments(report_to=)": LOGGING,
@@ -150,7 +151,8 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
     "hf_trainer/limit_train_batches.py": (LOOP, {}),
     "hf_trainer/early_stopping.py": (STOP, {}),
     "hf_trainer/mid_epoch_resume.py": (CKPT, {}),
-    "hf_trainer/metrics_files.py": (LOGGING, {"LoggedRows()": CKPT, ".logged_rows": CKPT, "log_again()": CKPT}),
+    "hf_trainer/checkpoint_check.py": (CKPT, {}),
+    "hf_trainer/metrics_files.py": (LOGGING, {"LoggedRows()": CKPT, ".resuming": CKPT, "log_again()": CKPT}),
     "fabric/train.py": (WIRING, {
         "loss_of": LOOP, "training_step": LOOP, "validate": LOOP, "sanity_check": LOOP, "clip_gradients()": LOOP,
         "FitLoop": LOOP, "FitLoop.resumable_loader": CKPT, "FitLoop.save_last": CKPT,

@@ -23,8 +23,7 @@ from vanilla.loggers import save_hparams
 class MetricsFiles(TrainerCallback):
     def __init__(self, output_dir: Path, hparams: dict, train_loss: MeanMetric, resuming: bool = False):
         self.output_dir, self.hparams, self.train_loss = Path(output_dir), hparams, train_loss
-        # Fabric's CSVLogger starts metrics.csv anew: a resumed run logs again the rows from before its checkpoint
-        self.logged_rows = LoggedRows(self.output_dir / "metrics.csv") if resuming else None
+        self.resuming = resuming
         self.epoch_ended = False  # an evaluation outside an epoch's end (a user's `evaluate()`) logs no row
         self.loggers = [CSVLogger(output_dir, name="", version=""),
                         TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)]
@@ -34,8 +33,8 @@ class MetricsFiles(TrainerCallback):
             for log_dir in (self.output_dir, Path(self.loggers[1].log_dir)):
                 log_dir.mkdir(parents=True, exist_ok=True)
                 save_hparams(log_dir, self.hparams)
-            if self.logged_rows is not None:
-                self.logged_rows.log_again(self.loggers[0], state.global_step)
+            if self.resuming:  # Fabric's CSVLogger starts metrics.csv anew: log again the rows before the checkpoint
+                LoggedRows(self.output_dir / "metrics.csv").log_again(self.loggers[0], state.global_step)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.epoch_ended = True

@@ -28,6 +28,7 @@ if str(HERE) not in sys.path:
     sys.path.append(str(HERE))
 
 import torch
+from checkpoint_check import check_resumable
 from dev_loss import DevLoss
 from early_stopping import EarlyStopping
 from limit_train_batches import LimitTrainBatches
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(start_line(data, trainer.model, f"Seq2SeqTrainer on 1 {trainer.args.device.type} device(s)"))
     if resume_from:
+        check_resumable(resume_from, trainer.model)  # one line, not the Trainer's traceback
         print(f"resumed from {resume_from}")
     with mid_epoch_resume.signals.catching_stop_signals():  # on Ctrl-C or SIGTERM: Interrupted, once saved
         trainer.train(resume_from_checkpoint=resume_from)

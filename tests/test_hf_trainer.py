@@ -101,6 +101,35 @@ def test_what_the_rung_does_not_run_is_refused_in_one_line(flag, tiny_data, tmp_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("fault, message", [
+    ("truncated weights", "model.safetensors: not a readable checkpoint"),
+    ("corrupt optimizer", "optimizer.pt: not a readable checkpoint"),
+    ("no rng_state.pth", "rng_state.pth: missing"),
+    ("another model", "model.safetensors: weights do not fit this model configuration (final_logits_bias: (1, 400)"),
+])
+def test_a_checkpoint_resume_cannot_continue_is_refused_in_one_line(hf_trained_run, tiny_data, tmp_path, fault,
+                                                                     message):
+    """Where resume_from_checkpoint would end in a traceback (hf_trainer/checkpoint_check.py); metrics.csv and the
+    checkpoints stay as they were (as tests/test_faults.py holds the other rungs to)."""
+    out = tmp_path / "run"
+    shutil.copytree(hf_trained_run, out)
+    latest = out / "checkpoints" / "checkpoint-39"
+    if fault == "truncated weights":
+        (latest / "model.safetensors").write_bytes((latest / "model.safetensors").read_bytes()[:3000])
+    elif fault == "corrupt optimizer":
+        (latest / "optimizer.pt").write_bytes(b"not a checkpoint\n")
+    elif fault == "no rng_state.pth":
+        (latest / "rng_state.pth").unlink()
+    kept = lambda: {path: path.read_bytes() for path in [out / "metrics.csv", *(out / "checkpoints").rglob("*")]  # noqa: E731
+                    if path.is_file()}
+    before = kept()
+    extra = ("--vocab-size", "300") if fault == "another model" else ()
+    with pytest.raises(CheckpointError) as error:
+        load_train(HF_TRAINER).main([*tiny_args(tiny_data, out, "--save-top-k", "2", *extra), "--resume", "last"])
+    assert message in str(error.value) and str(latest) in str(error.value) and "\n" not in str(error.value)
+    assert kept() == before and not list(out.glob(".metrics.csv.*"))
+
+
 def test_data_parallel_on_the_cpu_is_refused_in_the_other_rungs_line(tiny_data, tmp_path):
     with pytest.raises(UserError, match=r"^--strategy dp: torch.nn.DataParallel replicates the model over CUDA GPUs"):
         load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", "--strategy", "dp"))
