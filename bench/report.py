@@ -282,6 +282,9 @@ RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (
 FIXED_COST_NOISE_MS = 0.3  # the half-width the fixed cost's intervals are meant to stay within
 RUNG_NAMES = {"bare loop": "bare loop, the floor: no trainer", "vanilla": "vanilla (by hand)",
               "lightning (barebones)": "lightning (barebones): Lightning's own floor"}
+# the rungs in the counts tables: those timed, Lightning with its defaults, and the transformers Trainer (counted only)
+COUNTED_RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (defaults)",
+                 "lightning (as configured)", "lightning (tuned)", "hf_trainer")
 # goals on the default model: (rung, against, goal as a fraction of the other's step)
 TURN_GOALS = (("vanilla", "bare loop", 0.03), ("lightning (as configured)", "vanilla", 0.05),
               ("lightning (tuned)", "vanilla", 0.05))
@@ -432,8 +435,7 @@ def counts_section(benchmarks) -> list[str]:
                 "Counted once in this run (the quick rounds); `make bench` counts twice and requires equal tables."),
              "", "| rung | Python calls | syncs | where the syncs are made | conversions that are no sync on a GPU |",
              "|---|---:|---:|---|---|"]
-    for rung in ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (defaults)",
-                 "lightning (as configured)", "lightning (tuned)"):
+    for rung in COUNTED_RUNGS:
         info = counts.get(rung)
         if info is None:
             continue
@@ -445,6 +447,18 @@ def counts_section(benchmarks) -> list[str]:
     if failed:
         lines += ["", f"Not in the table: {', '.join(failed)}, whose two counts in this run differed (the run failed "
                   "on it), so neither is shown."]
+    if "hf_trainer" in counts:
+        lines += ["", "hf_trainer is counted, not timed (it is in none of the timed runs): through hf_trainer/train.py "
+                  "and its QGTrainer, from one batch's arrival at `training_step` to the next, a whole optimizer step "
+                  "of the Trainer's loop (bench/runners.py `hf_trainer`). Beyond the model's own syncs it makes "
+                  "torchmetrics' NaN check of the epoch's train_loss metric, which QGTrainer updates with each loss "
+                  "(as Lightning's module does), and the Trainer's own check of each step's loss for NaN or inf "
+                  "before adding it to its running loss (`torch.isnan(loss) or torch.isinf(loss)` in "
+                  "transformers/trainer.py, on by default as `logging_nan_inf_filter`, made even with logging off); "
+                  "with logging off it reads neither the loss nor the gradient norm. Its Python calls include two "
+                  "look-ups per step of a package that is not installed (`is_lomo_available()` in accelerate's "
+                  "optimizer wrapper), which walk `sys.path`: their number depends on the process's import path, here "
+                  "as `make bench` sets it up; a script that runs the Trainer alone counts some 200 fewer."]
     lines += ["", "A sync inside a C++ operator (an output whose size depends on the data) or a blocking copy to "
               "the host is not seen here; `make gpu-check` counts every sync on CUDA "
               "(`torch.cuda.set_sync_debug_mode`) to check these counts."]
@@ -470,12 +484,13 @@ def gpu_section(benchmarks) -> list[str]:
              "which a GPU pays on the host too; an estimate, high by the CPU's share of arithmetic):", "",
              "| rung | host ms per step over the bare loop | its host time shows below a device step of | syncs per "
              "step beyond the bare loop's |", "|---|---:|---:|---|"]
-    for rung in RUNGS[1:]:
+    for rung in (*RUNGS[1:], *(["hf_trainer"] if "hf_trainer" in counts else [])):
         extra = {code: n for code, n in counts.get(rung, {}).get("syncs", {}).get("by_code", {}).items()
                  if code not in bare_syncs}
         shown_syncs = "; ".join(f"{n:g} {code}" for code, n in extra.items()) or "none"
-        lines.append(f"| {rung} | {ms_text(difference(tiny, rung, 'bare loop'))} | {host_ms(tiny, rung):.1f} ms | "
-                     f"{shown_syncs} |")
+        timed = rung in tiny["step_ms"]  # the transformers Trainer is counted only
+        lines.append(f"| {rung} | {ms_text(difference(tiny, rung, 'bare loop')) if timed else 'not timed'} | "
+                     f"{f'{host_ms(tiny, rung):.1f} ms' if timed else 'not timed'} | {shown_syncs} |")
     if bare_syncs:
         lines += ["", "Every rung, the bare loop included, makes the model's own syncs: "
                   + "; ".join(f"{n:g} {code}" for code, n in bare_syncs.items())
@@ -485,7 +500,8 @@ def gpu_section(benchmarks) -> list[str]:
               "runs with the device idle whatever the model's size, and the rest of a rung's extra host time hides "
               "behind the device's work once the device's step outlasts the host's; each sync of its own (a loss "
               "read after the optimizer step, for the progress bar or the running sum; torchmetrics' check of the "
-              "logged loss for NaN) drains the queue once more, and the framework's host work after it, to the next "
+              "logged loss for NaN; the transformers Trainer's check of each step's loss for NaN or inf) drains "
+              "the queue once more, and the framework's host work after it, to the next "
               "step's first kernel, runs with the device idle. A prediction from CPU counts and times; `make "
               "gpu-check` measures the same on CUDA (its section (f))."]
     return lines

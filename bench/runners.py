@@ -1,6 +1,7 @@
 """Instrumented runs for the benchmarks: the bare loop (the floor), the hand-written trainer, the Fabric trainer,
 Lightning with its defaults, Lightning's own floor (`Trainer(barebones=True)`), and Lightning as lightning/train.py
-configures it, each timed per training step from inside the run.
+configures it, each timed per training step from inside the run; and the transformers Trainer as
+hf_trainer/train.py configures it, whose steps are counted (bench/step_counts.py), not timed.
 
 A step is timed from one batch's arrival at the training step to the next's: data loading, forward, backward,
 gradient clipping, optimizer and schedule step and every per-step feature (progress bar, logging, callbacks) fall
@@ -276,6 +277,46 @@ def fabric_trainer(argv: list[str], switched_off=(), log: StepLog | None = None)
     with patched(train, "training_step", training_step), patched(train, "validate", validate), ExitStack() as stack:
         for switch in switched_off:
             stack.enter_context(switch(train))
+        train.main(argv)
+    return log
+
+
+def hf_trainer(argv: list[str], log: StepLog | None = None) -> StepLog:
+    """hf_trainer/train.py's main, so that its QGTrainer runs as the rung builds it (its `training_arguments`: AdamW
+    from `create_optimizer`, `constant_with_warmup`, `max_grad_norm` = --gradient-clip-val; its callbacks), with a
+    probe on `QGTrainer.training_step` (a subclass put in train.py's place for the run: one call per step).
+
+    The Trainer owns its loop, so the probe sits where the loop hands a batch to the step: it fetches a group of
+    `gradient_accumulation_steps` batches, dispatches `on_step_begin`, then calls `training_step` once per batch.
+    With one batch per optimizer step (`--accumulate-grad-batches 1`, as every benchmark runs) one arrival there to
+    the next is one whole optimizer step of the loop, the same span as the other rungs' windows: `training_step`
+    (forward with QGTrainer's `compute_loss`, which also updates the epoch's train_loss metric, and backward), the
+    Trainer's NaN/inf check of the step's loss (`logging_nan_inf_filter`), its FLOP count, clipping, the optimizer
+    and schedule steps, `zero_grad`, `on_pre_optimizer_step`, `on_optimizer_step` and `on_step_end` (the progress
+    bar and the job's callbacks: early stopping, metrics files, step checkpoints, the per-epoch batch limit),
+    `_maybe_log_save_evaluate` (nothing at a step inside an epoch: logging is off, evaluation and saving come per
+    epoch), the next batch's loading and its `on_step_begin`. With accumulation, a window would be one batch.
+    Its Python calls include two look-ups per step of an optional package that is not installed (accelerate's
+    `AcceleratedOptimizer.step` calls `is_lomo_available()`, an `importlib.util.find_spec`, twice; a miss is not
+    cached), whose cost grows with the entries of `sys.path` and the import hooks installed: equal in two runs of
+    one process, but not across processes set up otherwise (under pytest after the other rungs, as
+    bench/test_counts.py counts it, more than in a script that runs the Trainer alone).
+
+    Counted only (bench/test_counts.py), not timed: it is not among the rungs in turns or the whole runs. The command
+    line is refused as hf_trainer/train.py refuses it: a GPU, a precision other than 32-true."""
+    from tests.conftest import load_train
+
+    train = load_train("hf_trainer")
+    log = StepLog() if log is None else log
+
+    def probed(original):
+        class Probed(original):
+            def training_step(self, model, inputs, num_items_in_batch=None):
+                log.step(inputs, self.model)
+                return super().training_step(model, inputs, num_items_in_batch)
+        return Probed
+
+    with patched(train, "QGTrainer", probed):
         train.main(argv)
     return log
 

@@ -17,8 +17,8 @@ resumed), by where the function's code lives. C functions are not counted.
 
 Both are exact: the same code path gives the same counts, and bench/test_counts.py runs each variant twice and
 requires equal tables. The probe's own calls are included, its work is not: one wrapper call per step in the
-bare loop, vanilla and Fabric; in Lightning its callback, called through the Trainer's hook dispatch (a dozen calls
-that any callback costs).
+bare loop, vanilla, Fabric and the transformers Trainer (hf_trainer: an override of `training_step`); in Lightning
+its callback, called through the Trainer's hook dispatch (a dozen calls that any callback costs).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def shown_path(filename: str) -> str:
     repository root."""
     path = Path(filename)
     package = next((p for p in ("pytorch_lightning", "lightning_fabric", "torchmetrics", "tqdm", "rich",
-                                "transformers", "torch") if p in path.parts), None)
+                                "transformers", "accelerate", "torch") if p in path.parts), None)
     if package is not None:
         return str(Path(*path.parts[path.parts.index(package):]))
     return str(path.relative_to(code_root())) if code_root() in path.parents else path.name
@@ -72,6 +72,23 @@ def host_side(frame) -> str | None:
     if filename.startswith(TORCH_DIR):
         return HOST_SIDE.get((filename[len(TORCH_DIR):], frame.f_code.co_name))
     return None
+
+
+def call_area(filename: str) -> str:
+    """Where a counted call's code lives: bench/runners.py `code_area` (the Lightning packages' areas, torchmetrics,
+    tqdm, rich, this repository's files), then torch, then transformers and accelerate by their top-level module or
+    folder (transformers/trainer.py, transformers/trainer_callback.py, transformers/models, accelerate/utils, ...:
+    the transformers Trainer's own code apart from the model's, which every rung runs), then the rest."""
+    area = code_area(filename)
+    if area is not None:
+        return area
+    if filename.startswith(TORCH_DIR):
+        return "torch"
+    path = Path(filename)
+    for package in ("transformers", "accelerate"):
+        if package in path.parts:
+            return f"{package}/{path.parts[path.parts.index(package) + 1]}"
+    return "other (standard library, ...)"
 
 
 def code_root() -> Path:
@@ -132,8 +149,8 @@ class SyncCounter:
 
 
 class CallCounter:
-    """While `counting`, each Python function call in this thread, by where its code lives (bench/runners.py
-    `code_area`: the framework's package areas and this repository's files; torch, the standard library and
+    """While `counting`, each Python function call in this thread, by where its code lives (`call_area`: the
+    frameworks' package areas and this repository's files; torch, transformers, accelerate, the standard library and
     the rest by name). Left out: tqdm's redraws from its own `update`, which come when 0.1 s of wall time has passed
     (its `mininterval`), not at a step count; a redraw the trainer asks for is counted."""
 
@@ -156,8 +173,7 @@ class CallCounter:
             return
         area = self._by_file.get(code.co_filename)
         if area is None:
-            area = self._by_file[code.co_filename] = code_area(code.co_filename) or (
-                "torch" if code.co_filename.startswith(TORCH_DIR) else "other (standard library, ...)")
+            area = self._by_file[code.co_filename] = call_area(code.co_filename)
         self.counts[area] += 1
 
     @property

@@ -1,20 +1,25 @@
 """bench/step_counts.py: the sync counter sees each conversion of a tensor to a Python value once, by kind and by
 the line making it, tells the ones that stay on the host apart, counts only while asked and only in its own
-thread, and puts torch back as it was; the call counter counts Python calls by where their code lives; and both
-give the same tables when a trainer runs the same steps twice."""
+thread, and puts torch back as it was; the call counter counts Python calls by where their code lives; both give
+the same tables when a trainer runs the same steps twice; and the transformers Trainer's syncs are listed by the
+code that makes them, its own among them."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from pathlib import Path
 
+import accelerate
 import pytest
 import torch
+import transformers
 
-from bench.runners import WARMUP_STEPS, lightning_trainer, vanilla_trainer
+from bench.conftest import CUDA
+from bench.runners import WARMUP_STEPS, hf_trainer, lightning_trainer, vanilla_trainer
 from bench.step_by_step import one_intra_op_thread
-from bench.step_counts import SYNC_METHODS, CallCounter, SyncCounter, count_calls, count_syncs
+from bench.step_counts import SYNC_METHODS, CallCounter, SyncCounter, call_area, count_calls, count_syncs
 from bench.test_fixed_cost import tiny_step_argv
 
 HERE = "tests/test_step_counts.py"  # as the tables show this file (from the repository root)
@@ -150,11 +155,17 @@ def data(tiny_data) -> Path:
 
 
 TRAINERS = {"vanilla": lambda argv, log: vanilla_trainer(argv, log=log),
-            "lightning (as configured)": lambda argv, log: lightning_trainer(argv, log=log)}
+            "lightning (as configured)": lambda argv, log: lightning_trainer(argv, log=log),
+            "hf_trainer": lambda argv, log: hf_trainer(argv, log=log)}
+
+
+# hf_trainer/train.py runs on the CPU in float32 only so far; the fixed-cost command line asks for bf16 on a GPU
+CPU_ONLY = pytest.mark.skipif(CUDA, reason="hf_trainer/train.py does not run on a GPU yet")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("trainer", [pytest.param(name, marks=CPU_ONLY) if name == "hf_trainer" else name
+                                     for name in TRAINERS])
 def test_counts_are_the_same_twice(data, tmp_path, trainer):
     runs = iter(range(4))
 
@@ -165,3 +176,54 @@ def test_counts_are_the_same_twice(data, tmp_path, trainer):
     assert count_syncs(run, COUNTED) == syncs
     assert count_calls(run, COUNTED) == calls
     assert syncs["total"] > 0 and calls["total"] > 0
+
+
+def by_file_and_function(by_code: dict[str, float]) -> dict[tuple[str, str, str], float]:
+    """`{"bool() at path:line (function)": n}` as {(kind, path, function): n}: the lines left out (they move with
+    every release of the library that holds them)."""
+    found: dict[tuple[str, str, str], float] = {}
+    for entry, n in by_code.items():
+        kind, code = entry.split(" at ", 1)
+        path, function = re.fullmatch(r"(.+):\d+ \((\w+)\)", code).groups()
+        found[(kind, path, function)] = found.get((kind, path, function), 0.0) + n
+    return found
+
+
+MODEL_SYNCS = {  # the model's own, in every rung (bench/results.md): the attention masks checked in the forward pass
+    ("bool()", "transformers/masking_utils.py", "_ignore_causal_mask_sdpa"): 1.0,
+    ("bool()", "transformers/masking_utils.py", "_ignore_bidirectional_mask_sdpa"): 2.0,
+}
+
+
+@pytest.mark.slow
+@CPU_ONLY
+def test_the_transformers_trainers_syncs_are_listed_by_source(data, tmp_path):
+    """hf_trainer's syncs per step, each by the code that makes it: the model's; torchmetrics' NaN check of the loss
+    QGTrainer adds to the epoch's train_loss metric (two `bool()`, as in Lightning's module); and the Trainer's own,
+    `torch.isnan(loss) or torch.isinf(loss)` in its epoch loop before it adds the step's loss to its running sum
+    (`logging_nan_inf_filter`, on by default, made with logging off too): two `bool()`. No `.item()`: with logging
+    off it reads neither the loss nor the gradient norm. The optimizer's step counters, read through accelerate's
+    optimizer wrapper, stay on the host."""
+    syncs = count_syncs(lambda log: hf_trainer(tiny_step_argv(data, tmp_path / "run", STEPS), log), COUNTED)
+    assert by_file_and_function(syncs["by_code"]) == {
+        **MODEL_SYNCS,
+        ("bool()", "torchmetrics/aggregation.py", "_cast_and_nan_check_input"): 2.0,
+        ("bool()", "transformers/trainer.py", "_run_epoch"): 2.0,
+    }
+    assert syncs["by_kind"] == {"bool()": 7.0} and syncs["total"] == 7.0
+    assert syncs["host_side"] and all(
+        code.startswith("item() at accelerate/optimizer.py:") and code.endswith("(step): the optimizer's step counter, "
+                                                                                "kept on the CPU")
+        for code in syncs["host_side"])
+
+
+def test_transformers_and_accelerate_calls_count_apart_from_the_rest():
+    """The Trainer's own code (transformers/trainer*.py, accelerate) is an area of its own, apart from the model's
+    (transformers/models, in every rung) and from the standard library."""
+    transformers_dir = Path(transformers.__file__).parent
+    assert call_area(str(transformers_dir / "trainer.py")) == "transformers/trainer.py"
+    assert call_area(str(transformers_dir / "models" / "bart" / "modeling_bart.py")) == "transformers/models"
+    assert call_area(str(Path(accelerate.__file__).parent / "utils" / "operations.py")) == "accelerate/utils"
+    assert call_area(torch.__file__) == "torch"
+    assert call_area(threading.__file__) == "other (standard library, ...)"
+    assert call_area(str(Path(__file__).resolve())) == HERE
