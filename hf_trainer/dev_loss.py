@@ -15,18 +15,24 @@ from transformers import EvalPrediction
 
 
 class DevLoss:
-    def __init__(self):
+    def __init__(self, world_size: int = 1):
+        self.world_size = world_size
         self.reset()
 
     def reset(self) -> None:
-        self.total, self.examples = torch.tensor(0.0), torch.tensor(0)
+        # under DDP one sum per rank, added at the end as the other rungs all-reduce their sums
+        self.totals, self.examples = [torch.tensor(0.0)] * self.world_size, torch.tensor(0)
 
     def __call__(self, batch: EvalPrediction, compute_result: bool) -> dict[str, float]:
-        examples = batch.label_ids.size(0)  # the batch's own size; `losses` holds its loss eval_batch_size times
-        self.total = self.total + batch.losses[0].float().cpu() * examples
+        # every rank's batch loss, repeated eval_batch_size times, rank after rank; the ranks' batches are of one
+        # size (the DistributedSampler gives each rank as many examples)
+        examples = batch.label_ids.size(0)
+        per_rank, repeats = examples // self.world_size, batch.losses.numel() // self.world_size
+        self.totals = [total + batch.losses[rank * repeats].float().cpu() * per_rank
+                       for rank, total in enumerate(self.totals)]
         self.examples = self.examples + examples
         if not compute_result:
             return {}
-        dev_loss = (self.total / self.examples).item()
+        dev_loss = (sum(self.totals[1:], self.totals[0]) / self.examples).item()
         self.reset()  # the next evaluation starts from nothing
         return {"dev_loss": dev_loss}

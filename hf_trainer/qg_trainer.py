@@ -16,8 +16,18 @@ each to do what the other rungs do.
 from __future__ import annotations
 
 import torch
+from accelerate.data_loader import BatchSamplerShard
+from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import MeanMetric
 from transformers import Seq2SeqTrainer
+
+
+def _unsharded(loader: DataLoader) -> DataLoader:
+    shard = getattr(loader, "batch_sampler", None)
+    if isinstance(shard, BatchSamplerShard) and isinstance(getattr(shard.batch_sampler, "sampler", None),
+                                                           DistributedSampler):
+        shard.num_processes, shard.process_index = 1, 0
+    return loader
 
 
 class QGTrainer(Seq2SeqTrainer):
@@ -26,6 +36,30 @@ class QGTrainer(Seq2SeqTrainer):
     def __init__(self, *args, train_loss: MeanMetric, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_loss = train_loss  # the epoch's mean training loss, read and reset by the metrics callback
+
+    # Under DDP, the DistributedSampler the other rungs use (Lightning puts one in): each rank every world-size-th
+    # example of one shuffle seeded with seed + epoch; accelerate would deal whole batches of one shuffle instead.
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.world_size == 1:
+            return super()._get_train_sampler(train_dataset)
+        return self._distributed_sampler(train_dataset if train_dataset is not None else self.train_dataset, True)
+
+    def _get_eval_sampler(self, eval_dataset):
+        if self.args.world_size == 1 or eval_dataset is not self.eval_dataset:  # the test set: accelerate's shares
+            return super()._get_eval_sampler(eval_dataset)
+        return self._distributed_sampler(eval_dataset, False)
+
+    def _distributed_sampler(self, dataset, shuffle: bool) -> DistributedSampler:
+        return DistributedSampler(dataset, num_replicas=self.args.world_size, rank=self.args.process_index,
+                                  shuffle=shuffle, seed=self.args.seed)
+
+    # `accelerator.prepare` shards the batches of a rank's own sampler again: made a pass-through, as the Trainer
+    # does for its own rank-aware sampler (BatchRebalanceSampler)
+    def get_train_dataloader(self) -> DataLoader:
+        return _unsharded(super().get_train_dataloader())
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        return _unsharded(super().get_eval_dataloader(eval_dataset))
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:

@@ -15,6 +15,7 @@ Run from the repository root: `python hf_trainer/train.py --help` (the same comm
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ from shared.devices import check_data_parallel
 from shared.entry_point import exit_on_user_error
 from shared.errors import UserError
 from shared.export import export_pretrained
+from shared.launcher import check_launcher_world, launcher, launcher_world_size
 from shared.loop_position import num_train_batches
 from shared.pipeline import make_model, prepare_data
 from shared.predictions import write_test_report
@@ -61,16 +63,23 @@ def not_yet(args) -> None:
     gpu = args.accelerator == "gpu" or (args.accelerator == "auto" and torch.cuda.is_available())
     if args.strategy == "dp":  # on the CPU, the other rungs' line (the Trainer itself wraps the model in
         check_data_parallel(cuda=gpu)  # DataParallel when one process sees several GPUs)
+    ddp = args.strategy == "ddp" or args.devices != 1
+    if ddp and launcher() != "torchrun":
+        raise UserError(f"--strategy ddp --devices {args.devices}: start {PROG} with torchrun --nproc-per-node "
+                        f"{args.devices} (transformers' Trainer does not start processes itself)")
+    if ddp:
+        check_launcher_world(args.num_nodes, args.devices, launcher_world_size())
     for flag, given in (("--resume PATH", args.resume not in (None, "last")),
                         ("--resume with --limit-train-batches", args.resume and args.limit_train_batches != 1.0),
+                        ("--resume under DDP", args.resume and ddp),
                         ("--auto-batch-size", args.auto_batch_size),
-                        ("--strategy", args.strategy != "auto"), ("--devices", args.devices != 1),
+                        ("--strategy", args.strategy not in ("auto", "ddp")),
                         ("--num-nodes", args.num_nodes != 1), ("--precision", args.precision != "32-true"),
                         ("--accelerator", gpu)):
         if given:
             hint = {"--accelerator": " (give --accelerator cpu)", "--resume PATH": " (--resume last continues the run "
                                                                                  "from its latest checkpoint-N/)"}
-            raise UserError(f"{flag}: not yet supported by {PROG}, which runs one process on the CPU in float32 so "
+            raise UserError(f"{flag}: not yet supported by {PROG}, which runs on the CPU in float32, on one node, so "
                             f"far" + hint.get(flag, ""))
     if args.min_delta:
         raise UserError(f"--min-delta: not supported by {PROG}: transformers' EarlyStoppingCallback compares with the "
@@ -90,6 +99,10 @@ def training_arguments(settings) -> Seq2SeqTrainingArguments:
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=settings.warmup_steps,
         max_grad_norm=settings.gradient_clip_val,  # 0: no clipping, as for the other rungs
+        # BART takes **kwargs, so the Trainer would multiply its (mean) loss by the process count under DDP
+        average_tokens_across_devices=False,
+        ddp_find_unused_parameters=False,  # as Lightning's DDPStrategy (the Trainer would set True: an extra pass)
+        ddp_timeout=int(settings.ddp_timeout),
         seed=settings.seed,
         dataloader_num_workers=settings.num_workers,
         use_cpu=True,  # not_yet() refuses a GPU
@@ -104,11 +117,20 @@ def training_arguments(settings) -> Seq2SeqTrainingArguments:
         include_for_metrics=["loss"],
         # each epoch's shuffle drawn from the global generator, as a plain DataLoader draws it (accelerate's
         # seedable sampler would seed a generator of its own with seed + epoch)
-        accelerator_config={"use_seedable_sampler": False},
+        accelerator_config={"use_seedable_sampler": False, "even_batches": False},
         logging_strategy="no",  # metrics.csv and TensorBoard are metrics_files.py's
         report_to="none",
         restore_callback_states_from_checkpoint=True,  # early stopping's count, on resume
     )
+
+
+def built_and_reseeded(settings, tokenizer, world_size: int):
+    """The model, drawn right after the Trainer's seeding; under DDP every process seeds again after it, as Lightning
+    does when it sets DDP up (and so the other rungs)."""
+    model = make_model(settings, tokenizer)
+    if world_size > 1:
+        set_seed(settings.seed)
+    return model
 
 
 def limit_train_batches(settings, train_examples: int) -> list[LimitTrainBatches]:
@@ -122,48 +144,54 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     args = parse_args(PROG, TRAINER, argv)
     not_yet(args)
-    output_dir = choose_run_directory(args, TRAINER, rank=0)
-    prepare_output_dir(output_dir, args.resume, args.overwrite)
+    rank, world_size = int(os.environ.get("RANK", "0")), launcher_world_size()  # torchrun's, under DDP
+    say = print if rank == 0 else (lambda *_: None)
+    output_dir = choose_run_directory(args, TRAINER, rank, say)
+    if rank == 0:
+        prepare_output_dir(output_dir, args.resume, args.overwrite)
     settings = resolve_settings(args, output_dir, args.batch_size)
     resume_from = latest_checkpoint(output_dir / "checkpoints") if settings.resume else None
 
     set_seed(settings.seed)
-    data = prepare_data(settings, output_dir, save_tokenizer=True)
+    data = prepare_data(settings, output_dir, save_tokenizer=rank == 0)
     train_loss = MeanMetric(nan_strategy=float("nan"), sync_on_compute=False)  # as the Lightning rung's module
     # step checkpoints, Ctrl-C and SIGTERM, and what a checkpoint inside an epoch must hold to continue exactly
     mid_epoch_resume = MidEpochResume(train_loss, settings.checkpoint_every_n_steps, resume_from)
     trainer = QGTrainer(
         # model_init: the Trainer seeds, then builds the model, in __init__ and again in train(); passed a model,
         # it would re-seed after the model drew its weights, and the first shuffle would differ from the others'
-        model_init=lambda: make_model(settings, data.tokenizer),
+        model_init=lambda: built_and_reseeded(settings, data.tokenizer, world_size),
         args=training_arguments(settings),
         train_dataset=data.train,
         eval_dataset=data.dev,
         data_collator=PadCollator(data.tokenizer.pad_token_id, with_index=False),
-        compute_metrics=DevLoss(),
+        compute_metrics=DevLoss(world_size),
         callbacks=[EarlyStopping(settings.patience),
                    MetricsFiles(output_dir, dict(vars(settings)), train_loss, resuming=resume_from is not None),
                    mid_epoch_resume,
                    *limit_train_batches(settings, len(data.train))],
         train_loss=train_loss,
     )
-    print(start_line(data, trainer.model, f"Seq2SeqTrainer on 1 {trainer.args.device.type} device(s)"))
+    say(start_line(data, trainer.model, f"Seq2SeqTrainer on {world_size} {trainer.args.device.type} device(s)"))
     if resume_from:
         check_resumable(resume_from, trainer.model)  # one line, not the Trainer's traceback
-        print(f"resumed from {resume_from}")
+        say(f"resumed from {resume_from}")
     with mid_epoch_resume.signals.catching_stop_signals():  # on Ctrl-C or SIGTERM: Interrupted, once saved
         trainer.train(resume_from_checkpoint=resume_from)
     # the callback in use: on resume the Trainer rebuilds it from the checkpoint's state
     early_stopping = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStopping))
     if early_stopping.stopping_reason_message:
-        print(f"early stopping: {early_stopping.stopping_reason_message}")
+        say(f"early stopping: {early_stopping.stopping_reason_message}")
     # no best when every dev_loss was NaN: the latest checkpoint then, as the other rungs test last.ckpt
     ckpt_path = trainer.state.best_model_checkpoint or latest_checkpoint(trainer.args.output_dir)
-    print(f"testing {ckpt_path}")
+    say(f"testing {ckpt_path}")
     # exported before the test: a Trainer given the model sets its config's use_cache to TrainingArguments'
     # (False), and predict writes generation defaults into its generation_config
-    export_pretrained(trainer.model, data.tokenizer, output_dir / "export")
-    generated = test_phase(trainer, data, settings)
+    if rank == 0:
+        export_pretrained(trainer.model, data.tokenizer, output_dir / "export")
+    generated = test_phase(trainer, data, settings)  # every rank a share of the batches, gathered
+    if rank != 0:
+        return {}
     report = write_test_report(output_dir, data.test.examples, generated, ckpt_path)
     print(end_lines(report, ckpt_path, output_dir / "export", started))
     return report
@@ -181,7 +209,7 @@ def test_phase(trainer: QGTrainer, data, settings) -> list[str]:
                        data_collator=lambda examples: {k: v for k, v in collate(examples).items() if k != "labels"})
     output = tester.predict(data.test, num_beams=settings.num_beams, do_sample=False,
                             max_new_tokens=settings.max_target_length, early_stopping=True)
-    tokens = output.predictions
+    tokens = output.predictions[:len(data.test)]  # under DDP, the last batches filled up with the first examples
     tokens[tokens == -100] = data.tokenizer.pad_token_id  # batches padded to one length with -100
     return [text.strip() for text in data.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 

@@ -91,7 +91,7 @@ def test_the_trainer_as_shipped_doubles_bart_gradients_with_accumulation(tmp_pat
     assert any(expected[name].abs().sum() > 0 for name in expected)
 
 
-@pytest.mark.parametrize("flag", [("--strategy", "ddp"), ("--devices", "2"), ("--resume", "some/checkpoint-13"),
+@pytest.mark.parametrize("flag", [("--num-nodes", "2"), ("--resume", "some/checkpoint-13"),
                                   ("--precision", "bf16-mixed"), ("--auto-batch-size", "power"),
                                   ("--accelerator", "gpu"), ("--min-delta", "0.01")])
 def test_what_the_rung_does_not_run_is_refused_in_one_line(flag, tiny_data, tmp_path):
@@ -128,6 +128,14 @@ def test_a_checkpoint_resume_cannot_continue_is_refused_in_one_line(hf_trained_r
         load_train(HF_TRAINER).main([*tiny_args(tiny_data, out, "--save-top-k", "2", *extra), "--resume", "last"])
     assert message in str(error.value) and str(latest) in str(error.value) and "\n" not in str(error.value)
     assert kept() == before and not list(out.glob(".metrics.csv.*"))
+
+
+@pytest.mark.parametrize("flags", [("--strategy", "ddp", "--devices", "2"), ("--devices", "2")])
+def test_ddp_without_torchrun_says_how_to_start_it(flags, tiny_data, tmp_path):
+    """transformers' Trainer starts no processes: torchrun does (the other rungs start their own ranks)."""
+    with pytest.raises(UserError, match=r"start hf_trainer/train.py with torchrun --nproc-per-node 2 \(transformers"):
+        load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", *flags))
+    assert not (tmp_path / "run").exists()
 
 
 def test_data_parallel_on_the_cpu_is_refused_in_the_other_rungs_line(tiny_data, tmp_path):

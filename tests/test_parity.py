@@ -301,19 +301,35 @@ def ddp_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
+@pytest.fixture(scope="module")
+def hf_ddp_run(tiny_data, tmp_path_factory) -> Path:
+    """transformers' Trainer under torchrun, two processes (it starts none itself), with the flags of ddp_runs."""
+    out = tmp_path_factory.mktemp("ddp-hf_trainer")
+    result = run_process("-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                         f"{HF_TRAINER}/train.py", *tiny_args(tiny_data, out, *DDP_ARGS, "--overwrite"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def scores_of(out: Path) -> dict:
+    """test_metrics.json without the checkpoint's name (last.ckpt's or a checkpoint-N/)."""
+    return {k: v for k, v in json.loads((out / "test_metrics.json").read_text()).items() if k != "checkpoint"}
+
+
 @pytest.mark.ddp
-def test_ddp_on_two_cpu_processes_gives_equal_weights(ddp_runs):
-    last = {t: out / "checkpoints" / "last.ckpt" for t, out in ddp_runs.items()}
-    assert load(last["lightning"])["global_step"] == 14
+def test_ddp_on_two_cpu_processes_gives_equal_weights(ddp_runs, hf_ddp_run):
+    runs = {**ddp_runs, HF_TRAINER: hf_ddp_run}
+    last = {t: last_checkpoint(out) for t, out in runs.items()}
+    assert load(last["lightning"])["global_step"] == 14 and last[HF_TRAINER].name == "checkpoint-14"
     assert len(load(last["lightning"])["callbacks"]["ExactResume"]["rng_states"]) == 2
     assert len(load(last["fabric"])["rng_states"]) == 2
-    for out in ddp_runs.values():  # rank 0 alone writes files
+    for out in runs.values():  # rank 0 alone writes files
         assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
     same = all_weights_equal(last)
     record_parity("DDP, 2 CPU processes: final weights", {t: fingerprint(p) for t, p in last.items()}, same)
     files = compare("DDP: metrics.csv, predictions, test scores",
-                    {t: [(out / name).read_text() for name in ("metrics.csv", "predictions.jsonl", "test_metrics.json")]
-                     for t, out in ddp_runs.items()}, lambda texts: f"{len(texts)} files")
+                    {t: [(out / "metrics.csv").read_text(), (out / "predictions.jsonl").read_text(), scores_of(out)]
+                     for t, out in runs.items()}, lambda texts: f"{len(texts)} files")
     assert same and files
 
 
