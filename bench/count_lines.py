@@ -11,11 +11,10 @@ which count on each side that uses them. The framework-free vanilla/ modules the
 stopping, top-k bookkeeping, the search) count on Fabric's side too, marked as reused: a Fabric user writes or
 brings them; so does the hparams.yaml writer hf_trainer/ imports.
 
-hf_trainer/ does not run DDP or several devices, the batch-size search or mixed precision yet: hf_trainer/train.py's
-`not_yet` refuses them with a one-line error, and its lines count as wiring. Its rows for them (NOT_YET) hold only
-what it has (`use_cpu=True`), and the tables say "refused" where a removal would stand: it removes nothing there,
-and its total's removal leaves those rows out. Two of its features are built in part (PARTLY): fewer lines there
-partly mean less done, and the tables say so.
+hf_trainer/ does not run the batch-size search or mixed precision yet: hf_trainer/train.py's `not_yet` refuses them
+with a one-line error, and its lines count as wiring. Its rows for them (NOT_YET) hold nothing, and the tables say
+"refused" where a removal would stand: it removes nothing there, and its total's removal leaves those rows out.
+Three of its features are built in part (PARTLY): fewer lines there partly mean less done, and the tables say so.
 
     python bench/count_lines.py           # the table
     python bench/count_lines.py --show    # every counted line with its feature
@@ -37,11 +36,12 @@ FEATURES = ("loop", "early stopping", "checkpointing + resume", "data parallel /
 SIDES = ("vanilla", "fabric", "lightning", "hf_trainer")  # the ladder: by hand, Fabric, the Trainer, transformers'
 LOOP, STOP, CKPT, DDP, SEARCH, PRECISION, LOGGING, TEST, WIRING = FEATURES
 # Features a rung refuses rather than implements so far: no table says it removes them.
-NOT_YET: dict[str, tuple[str, ...]] = {"hf_trainer": (DDP, SEARCH, PRECISION)}
+NOT_YET: dict[str, tuple[str, ...]] = {"hf_trainer": (SEARCH, PRECISION)}
 # Features a rung implements in part so far, with what it lacks: its removal there comes with that note.
 PARTLY: dict[str, dict[str, str]] = {"hf_trainer": {
     STOP: "--min-delta refused",
     CKPT: "not a top-k: the best and the latest kept; --resume PATH refused",
+    DDP: "torchrun on one node; no resume under DDP",
 }}
 
 # Files: their feature, then what inside them belongs to another: a definition (`name` or `Class.method`), a
@@ -125,7 +125,6 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "Seq2SeqTrainingArguments(max_grad_norm=)": LOOP, "Seq2SeqTrainingArguments(dataloader_num_workers=)": LOOP,
         "Seq2SeqTrainingArguments(eval_strategy=)": LOOP, "Seq2SeqTrainingArguments(batch_eval_metrics=)": LOOP,
         "Seq2SeqTrainingArguments(include_for_metrics=)": LOOP,
-        "Seq2SeqTrainingArguments(accelerator_config=)": LOOP,
         "main.QGTrainer(train_dataset=)": LOOP, "main.QGTrainer(eval_dataset=)": LOOP, "DevLoss()": LOOP,
         "limit_train_batches": LOOP, "limit_train_batches()": LOOP, "train()": LOOP,
         "EarlyStopping()": STOP, "early_stopping": STOP, ".stopping_reason_message": STOP,
@@ -136,7 +135,11 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "latest_checkpoint": CKPT, "latest_checkpoint()": CKPT, "resume_from": CKPT,
         "MidEpochResume()": CKPT, "mid_epoch_resume": CKPT, "catching_stop_signals()": CKPT,
         "check_resumable()": CKPT,
-        "Seq2SeqTrainingArguments(use_cpu=)": DDP,
+        "Seq2SeqTrainingArguments(use_cpu=)": DDP, "Seq2SeqTrainingArguments(accelerator_config=)": DDP,
+        "Seq2SeqTrainingArguments(average_tokens_across_devices=)": DDP,
+        "Seq2SeqTrainingArguments(ddp_find_unused_parameters=)": DDP, "Seq2SeqTrainingArguments(ddp_timeout=)": DDP,
+        "launcher()": DDP, "launcher_world_size()": DDP, "check_launcher_world()": DDP, "ddp": DDP,
+        "built_and_reseeded": DDP, "built_and_reseeded()": DDP,
         "MeanMetric()": LOGGING, "MetricsFiles()": LOGGING, "main.QGTrainer(train_loss=)": LOGGING,
         "Seq2SeqTrainingArguments(logging_strategy=)": LOGGING, "Seq2SeqTrainingArguments(report_to=)": LOGGING,
         "Seq2SeqTrainingArguments(load_best_model_at_end=)": TEST, ".best_model_checkpoint": TEST,
@@ -146,7 +149,10 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "test_phase.Seq2SeqTrainingArguments(per_device_eval_batch_size=)": TEST,
         "test_phase.Seq2SeqTrainingArguments(use_cpu=)": TEST,
         "test_phase.Seq2SeqTrainingArguments(report_to=)": TEST}),
-    "hf_trainer/qg_trainer.py": (LOOP, {"QGTrainer.__init__": LOGGING, ".train_loss": LOGGING}),
+    "hf_trainer/qg_trainer.py": (LOOP, {"QGTrainer.__init__": LOGGING, ".train_loss": LOGGING,
+                                        "QGTrainer._get_train_sampler": DDP, "QGTrainer._get_eval_sampler": DDP,
+                                        "QGTrainer._distributed_sampler": DDP, "QGTrainer.get_train_dataloader": DDP,
+                                        "QGTrainer.get_eval_dataloader": DDP, "_unsharded": DDP}),
     "hf_trainer/dev_loss.py": (LOOP, {}),
     "hf_trainer/limit_train_batches.py": (LOOP, {}),
     "hf_trainer/early_stopping.py": (STOP, {}),

@@ -112,8 +112,7 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
         "hf_trainer": ["hf_trainer/train.py::training_arguments@Seq2SeqTrainingArguments(output_dir=,save_strategy=,"
                        "save_total_limit=,restore_callback_states_from_checkpoint=)",
                        "hf_trainer/train.py::main@resume_from = latest_checkpoint(@trainer.train(",
-                       "hf_trainer/mid_epoch_resume.py::MidEpochResume.on_epoch_begin",
-                       "hf_trainer/mid_epoch_resume.py::MidEpochResume.on_step_end"],
+                       "hf_trainer/mid_epoch_resume.py::MidEpochResume.on_epoch_begin"],
     },
     "data parallel / DDP": {
         "says": "Lightning starts the processes, wraps the model in DDP and shards the data from `Trainer` flags "
@@ -121,9 +120,11 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
                 "what the ranks must agree on ({fabric} lines); by hand it is starting and watching the ranks, the "
                 "process group, the sampler and the DDP wrapper ({vanilla} lines). Neither framework checks that "
                 "torchrun or srun started the processes the command line asks for: `shared/launcher.py` does. "
-                "`hf_trainer/` runs one process on the CPU so far: `not_yet` refuses `--strategy`, "
-                "`--devices`, `--num-nodes` and a GPU with a one-line error, counted as wiring; its {hf_trainer} "
-                "line here is `use_cpu=True`, not an implementation.",
+                "transformers' Trainer starts no process (torchrun does) and wraps the model in DDP itself, but "
+                "deals whole batches of one shuffle to the ranks and multiplies a `**kwargs` model's mean loss by "
+                "the process count; to train as the other rungs, this rung gives it their `DistributedSampler`, "
+                "turns the re-sharding and the scaling off and sums dev_loss per rank ({hf_trainer} lines; "
+                "on one node, without resume so far).",
         "vanilla": ["vanilla/ddp.py::launch_local_ranks",
                     "vanilla/strategy.py::connect@if hardware.strategy == \"ddp\"..return Strategy(\"ddp\""],
         "fabric": ["fabric/train.py::launch@Fabric(devices=,strategy=)",
@@ -132,8 +133,9 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
         "lightning": ["lightning/plain_lightning.py::make_trainer@pl.Trainer(devices=,strategy=)",
                       "lightning/train.py::tester@signature",
                       "shared/launcher.py::check_launcher@check_launcher_world("],
-        "hf_trainer": ["hf_trainer/train.py::not_yet@for flag, given in",
-                       "hf_trainer/train.py::training_arguments@Seq2SeqTrainingArguments(use_cpu=)"],
+        "hf_trainer": ["hf_trainer/train.py::training_arguments@Seq2SeqTrainingArguments(accelerator_config=,"
+                       "average_tokens_across_devices=)",
+                       "hf_trainer/qg_trainer.py::QGTrainer._distributed_sampler"],
     },
     "batch-size search": {
         "says": "Lightning searches with `Tuner(trainer).scale_batch_size` ({lightning} lines); with Fabric you still "

@@ -59,7 +59,8 @@ def test_the_transformers_trainer_counts_the_shared_helpers_it_uses_and_no_remov
     header, rule, *rows = count_lines.markdown(table).split("\n\n")[0].splitlines()
     assert header.count("|") - 1 == 1 + 4 + 3  # the feature, four rungs, three removals
     assert len(rows) == len(table) and all(row.count("|") == header.count("|") for row in rows)
-    assert "refuses data parallel / DDP" in count_lines.caveats()
+    assert "refuses batch-size search and precision" in count_lines.caveats()
+    assert "data parallel / DDP (torchrun on one node" in count_lines.caveats()  # built in part, and says so
 
 
 def test_a_flag_scoped_to_a_definition_wins_over_the_unscoped_one(tmp_path, monkeypatch):
