@@ -64,11 +64,13 @@ def not_yet(args) -> None:
     if args.strategy == "dp":  # on the CPU, the other rungs' line (the Trainer itself wraps the model in
         check_data_parallel(cuda=gpu)  # DataParallel when one process sees several GPUs)
     ddp = args.strategy == "ddp" or args.devices != 1
-    if ddp and launcher() != "torchrun":
+    if launcher() == "torchrun":  # its world must be the command line's: two processes never train alone
+        check_launcher_world(args.num_nodes, args.devices, launcher_world_size())
+    elif launcher() == "srun" and launcher_world_size() > 1:
+        raise UserError(f"SLURM tasks (srun): not yet supported by {PROG}; start it with torchrun")
+    elif ddp:
         raise UserError(f"--strategy ddp --devices {args.devices}: start {PROG} with torchrun --nproc-per-node "
                         f"{args.devices} (transformers' Trainer does not start processes itself)")
-    if ddp:
-        check_launcher_world(args.num_nodes, args.devices, launcher_world_size())
     for flag, given in (("--resume PATH", args.resume not in (None, "last")),
                         ("--resume with --limit-train-batches", args.resume and args.limit_train_batches != 1.0),
                         ("--resume under DDP", args.resume and ddp),
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     args = parse_args(PROG, TRAINER, argv)
     not_yet(args)
-    rank, world_size = int(os.environ.get("RANK", "0")), launcher_world_size()  # torchrun's, under DDP
+    torchrun = launcher() == "torchrun"  # the only launcher of this rung's DDP (not_yet)
+    rank, world_size = (int(os.environ["RANK"]), launcher_world_size()) if torchrun else (0, 1)
     say = print if rank == 0 else (lambda *_: None)
     output_dir = choose_run_directory(args, TRAINER, rank, say)
     if rank == 0:

@@ -341,7 +341,7 @@ def test_impossible_device_requests_are_one_line_in_all(tiny_data, tmp_path, cap
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("trainer", [*TRAINERS, HF_TRAINER])
 def test_a_launcher_world_other_than_nodes_times_devices_is_one_line_naming_the_numbers(tiny_data, tmp_path,
                                                                                        trainer):
     """torchrun starts 2 processes; the command line asks for 1 node x 1 device: every rank refuses, in one line
