@@ -101,6 +101,7 @@ def test_what_the_rung_does_not_run_is_refused_in_one_line(flag, tiny_data, tmp_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault, message", [
     ("truncated weights", "model.safetensors: not a readable checkpoint"),
     ("corrupt optimizer", "optimizer.pt: not a readable checkpoint"),
