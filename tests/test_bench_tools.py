@@ -22,18 +22,23 @@ def test_every_trainer_file_is_counted_under_a_known_feature():
     assert table["checkpointing + resume"]["lightning"] >= exact_resume + shared > exact_resume
 
 
+def attributed(tmp_path, monkeypatch, source: str, names: dict) -> dict[int, str]:
+    """{line number: feature} of `source`, counted as vanilla/demo.py with the map `names` (file feature: wiring)."""
+    (tmp_path / "vanilla").mkdir()
+    (tmp_path / "vanilla" / "demo.py").write_text(source)
+    monkeypatch.setattr(count_lines, "REPO", tmp_path)
+    monkeypatch.setitem(count_lines.FILES, "vanilla/demo.py", ("wiring", names))
+    return {n: feature for n, feature, _ in count_lines.count_file("vanilla/demo.py")}
+
+
 def test_attribution_by_file_definition_call_attribute_and_trainer_flag(tmp_path, monkeypatch):
     source = ('"""Module docstring\nspanning lines."""\n\n# a comment\nx = 1  # trailing\n\n'
               'def search():\n    """Doc."""\n    return (x +\n            1)\n\n'
               'def main():\n    trainer = Trainer(max_epochs=3,\n                      precision="bf16-mixed")\n'
               '    EarlyStopping(patience=2)\n    return trainer.stop_reason\n')
-    (tmp_path / "vanilla").mkdir()
-    (tmp_path / "vanilla" / "demo.py").write_text(source)
-    monkeypatch.setattr(count_lines, "REPO", tmp_path)
-    monkeypatch.setitem(count_lines.FILES, "vanilla/demo.py", ("wiring", {
+    lines = attributed(tmp_path, monkeypatch, source, {
         "search": "batch-size search", "EarlyStopping()": "early stopping", ".stop_reason": "early stopping",
-        "Trainer(max_epochs=)": "loop", "Trainer(precision=)": "precision"}))
-    lines = {n: feature for n, feature, _ in count_lines.count_file("vanilla/demo.py")}
+        "Trainer(max_epochs=)": "loop", "Trainer(precision=)": "precision"})
     assert lines == {5: "wiring", 7: "batch-size search", 9: "batch-size search", 10: "batch-size search",
                      12: "wiring", 13: "loop", 14: "precision", 15: "early stopping", 16: "early stopping"}
 
@@ -66,13 +71,9 @@ def test_the_transformers_trainer_counts_the_shared_helpers_it_uses_and_no_remov
 def test_a_flag_scoped_to_a_definition_wins_over_the_unscoped_one(tmp_path, monkeypatch):
     source = ('def arguments():\n    return Args(\n        epochs=3,\n        cpu=True)\n\n\n'
               'def tester():\n    return Args(epochs=1,\n                cpu=True)\n')
-    (tmp_path / "vanilla").mkdir()
-    (tmp_path / "vanilla" / "demo.py").write_text(source)
-    monkeypatch.setattr(count_lines, "REPO", tmp_path)
-    monkeypatch.setitem(count_lines.FILES, "vanilla/demo.py", ("wiring", {
+    lines = attributed(tmp_path, monkeypatch, source, {
         "tester": "test phase", "Args(epochs=)": "loop", "Args(cpu=)": "data parallel / DDP",
-        "tester.Args(cpu=)": "test phase", "tester.Args(epochs=)": "test phase"}))
-    lines = {n: feature for n, feature, _ in count_lines.count_file("vanilla/demo.py")}
+        "tester.Args(cpu=)": "test phase", "tester.Args(epochs=)": "test phase"})
     assert lines == {1: "wiring", 2: "wiring", 3: "loop", 4: "data parallel / DDP",
                      7: "test phase", 8: "test phase", 9: "test phase"}
 
