@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers.trainer_pt_utils import safe_globals
 
-from shared.checkpoint_file import CheckpointError
+from shared.checkpoint_file import CheckpointError, unreadable
 
 
 def _read(path: Path):
@@ -34,8 +34,7 @@ def check_resumable(checkpoint: str | Path, model: torch.nn.Module) -> None:
         try:
             contents[name] = _read(path)
         except Exception as error:  # noqa: BLE001 -- a bad file fails in many ways
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"{path}: not a readable checkpoint ({first_line[:200]})") from None
+            raise unreadable(path, error) from None
     expected = model.state_dict()
     for name, tensor in contents["model.safetensors"].items():  # tied weights are saved once: none is missing
         if name not in expected or expected[name].shape != tensor.shape:

@@ -26,11 +26,16 @@ def read_checkpoint(path: str | Path, load: Callable[[Path], object] | None = No
     try:
         checkpoint = load(path) if load else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- torch.load fails in many ways on a bad file (even KeyError)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line[:200]})") from None
+        raise unreadable(path, error) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a checkpoint of this project (no 'state_dict')")
     return checkpoint
+
+
+def unreadable(path: str | Path, error: Exception) -> CheckpointError:
+    """A checkpoint file that failed to load, in one line: its path and the first line of the reason."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CheckpointError(f"{path}: not a readable checkpoint ({first_line[:200]})")
 
 
 def check_weights_fit(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
