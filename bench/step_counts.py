@@ -201,7 +201,10 @@ class CountedSteps(StepLog):
             # runs (and the __del__ and weakref callbacks they call) fall at the same steps in every run (one full
             # make bench counted 6 calls more in 50 steps of one of two runs of Lightning's floor without it)
             gc.collect()
+            gc.disable()  # and none inside the counted steps (a CI run once counted 1 call more in 5 steps)
         self.counter.counting = WARMUP_STEPS < len(self.times) <= WARMUP_STEPS + self.counted_steps
+        if len(self.times) == WARMUP_STEPS + self.counted_steps + 1:
+            gc.enable()
 
 
 def per_step(counts: Counter, steps: int) -> dict[str, float]:
@@ -212,8 +215,11 @@ def count_syncs(run, steps: int) -> dict:
     """`run(log)`, a runner given the log: its syncs per step, in all, by kind, and by kind and code; and the
     conversions that are no sync on a GPU."""
     counter = SyncCounter()
-    with counter.installed():
-        run(CountedSteps(counter, steps))
+    try:
+        with counter.installed():
+            run(CountedSteps(counter, steps))
+    finally:
+        gc.enable()  # where the run ended inside the counted steps
     by_kind: Counter[str] = Counter()
     for (kind, _), n in counter.syncs.items():
         by_kind[kind] += n
@@ -228,5 +234,6 @@ def count_calls(run, steps: int) -> dict:
         run(CountedSteps(counter, steps))
     finally:
         counter.counting = False
+        gc.enable()  # where the run ended inside the counted steps
     return {"total": sum(counter.counts.values()) / steps,
             "by_area": {area: n / steps for area, n in counter.counts.most_common()}}
