@@ -35,8 +35,9 @@ parity: $(STAMP)
 	$(PY) -m pytest -m parity --parity-report=docs/parity
 	$(PY) scripts/make_docs.py
 
-# The benchmarks (bench/, pytest-benchmark) with the full rounds (about 40 minutes on 2 CPU cores; `pytest bench
-# --benchmark-only` alone takes the quick rounds, under 10), then bench/results.md and the charts from their JSON.
+# The benchmarks (bench/, pytest-benchmark) with the full rounds (about 30 minutes on 2 CPU cores; `pytest bench
+# --benchmark-only` alone takes the quick rounds, about 6, and prints the headline figures), then bench/results.md
+# and the charts from their JSON.
 bench: $(STAMP)
 	$(PY) -m pytest bench --benchmark-only --bench-full -p no:cacheprovider --benchmark-json bench/benchmark.json
 	$(PY) bench/report.py bench/benchmark.json

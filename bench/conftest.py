@@ -1,8 +1,8 @@
 """Settings shared by the benchmarks: the data, the machine, the command line of a measured run, quick or full.
 
-`pytest bench --benchmark-only` takes the quick rounds (about 10 minutes on 2 CPU cores: every figure of the report,
-with wider intervals); `--bench-full` (what `make bench` runs, about 45 minutes) the full rounds the report is
-written from.
+`pytest bench --benchmark-only` takes the quick rounds (about 6 minutes on 2 CPU cores: every figure of the report,
+with wider intervals, printed at the end of the run); `--bench-full` (what `make bench` runs, about 30 minutes) the
+full rounds the report is written from.
 
 On the CPU: the default model (`--model-size small`, batch 32, float32) and the tiny one. With a CUDA GPU the
 same benchmarks run there, in bf16-mixed with a larger batch (and DataParallel against DDP with two GPUs or
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import report
 from shared.synthetic import write_synthetic_squad
 
 REPO = Path(__file__).resolve().parents[1]  # pytest puts it on sys.path (pyproject.toml: pythonpath)
@@ -38,7 +39,7 @@ def machine() -> str:
 
 def pytest_addoption(parser):
     parser.addoption("--bench-full", action="store_true",
-                     help="the full rounds (make bench): narrower intervals, about 45 minutes on 2 CPU cores")
+                     help="the full rounds (make bench): narrower intervals, about 30 minutes on 2 CPU cores")
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +74,19 @@ def run_args(data: Path, output_dir: Path, model_size: str, steps: int, *extra: 
     return ["--data-dir", str(data), "--output-dir", str(output_dir), "--overwrite", "--model-size", model_size,
             "--batch-size", str(BATCH_SIZE), "--precision", PRECISION, "--max-epochs", "1",
             "--limit-train-batches", str(steps), "--num-beams", "1", *extra]
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables: the answer is the last thing on the screen
+def pytest_terminal_summary(terminalreporter, config):
+    """The report's headline figures from this run (bench/report.py `headline`), quick rounds or full."""
+    session = getattr(config, "_benchmarksession", None)
+    benchmarks = [bench.as_dict(include_data=False) for bench in session.benchmarks] if session else []
+    lines = report.headline(benchmarks)
+    if lines:
+        terminalreporter.write_sep("=", f"headline figures ({'full' if config.getoption('--bench-full') else 'quick'}"
+                                        f" rounds, {machine()}); the whole report: make bench")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):

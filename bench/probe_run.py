@@ -1,4 +1,4 @@
-"""Run vanilla/, fabric/ or lightning/train.py in this process for the subprocess benchmarks.
+"""Run vanilla/, fabric/, lightning/ or hf_trainer/train.py in this process for the subprocess benchmarks.
 
     python bench/probe_run.py first-step TRAINER ARGS...   prints FIRST_STEP <unix time> after the first
                                                            optimizer step, then exits at once
@@ -42,6 +42,19 @@ else:
     spec.loader.exec_module(train)
     if MODE == "first-step" and TRAINER == "lightning":
         train.QGModule.on_train_batch_end = lambda self, *args: first_step_reached()
+    elif MODE == "first-step" and TRAINER == "hf_trainer":
+        from transformers import TrainerCallback
+
+        class FirstStep(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):  # after the optimizer step
+                first_step_reached()
+
+        class Probed(train.QGTrainer):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.add_callback(FirstStep())
+
+        train.QGTrainer = Probed
     elif MODE == "first-step":
         original = train.training_step
 

@@ -278,16 +278,23 @@ def answer_section(benchmarks, heading: str = "## Whole runs, wall clock") -> li
     return lines
 
 
-RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)")
+RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)",
+         "hf_trainer")  # bench/runners.py's, in its order; a run holds those its machine ran (no hf_trainer on a GPU)
 FIXED_COST_NOISE_MS = 0.3  # the half-width the fixed cost's intervals are meant to stay within
 RUNG_NAMES = {"bare loop": "bare loop, the floor: no trainer", "vanilla": "vanilla (by hand)",
-              "lightning (barebones)": "lightning (barebones): Lightning's own floor"}
-# the rungs in the counts tables: those timed, Lightning with its defaults, and the transformers Trainer (counted only)
+              "lightning (barebones)": "lightning (barebones): Lightning's own floor",
+              "hf_trainer": "hf_trainer: transformers' Seq2SeqTrainer"}
+# the rungs in the counts tables: those timed and Lightning with its defaults
 COUNTED_RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (defaults)",
                  "lightning (as configured)", "lightning (tuned)", "hf_trainer")
 # goals on the default model: (rung, against, goal as a fraction of the other's step)
 TURN_GOALS = (("vanilla", "bare loop", 0.03), ("lightning (as configured)", "vanilla", 0.05),
               ("lightning (tuned)", "vanilla", 0.05))
+
+
+def timed(*infos: dict) -> list[str]:
+    """The rungs timed in any of these runs in turns, in RUNGS's order."""
+    return [rung for rung in RUNGS if any(rung in info["step_ms"] for info in infos)]
 
 
 def in_turns(benchmarks) -> dict[str, dict]:
@@ -347,13 +354,14 @@ def turns_answer_section(benchmarks) -> list[str]:
                        f"({small['steps']} steps)")
     lines = ["## The answer: what each rung costs per step", "",
              "| rung | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
-    for rung in RUNGS:
+    for rung in timed(*runs.values()):
         cells = []
         if tiny:
-            cells.append(f"{host_ms(tiny, rung):.2f} ms in all" if rung == "bare loop"
-                         else ms_text(difference(tiny, rung, "bare loop")))
+            cells.append("not timed" if rung not in tiny["step_ms"] else f"{host_ms(tiny, rung):.2f} ms in all"
+                         if rung == "bare loop" else ms_text(difference(tiny, rung, "bare loop")))
         if small:
-            cells.append(f"{host_ms(small, rung):.1f} ms per step" if rung == "vanilla"
+            cells.append("not timed" if rung not in small["step_ms"] else f"{host_ms(small, rung):.1f} ms per step"
+                         if rung == "vanilla"
                          else f"{ratio_text(difference(small, rung, 'vanilla'), host_ms(small, 'vanilla'))}, "
                               f"{ms_text(difference(small, rung, 'vanilla'))}")
         lines.append(f"| {RUNG_NAMES.get(rung, rung)} | " + " | ".join(cells) + " |")
@@ -366,13 +374,23 @@ def turns_answer_section(benchmarks) -> list[str]:
               "second intra-op thread, which shortens every rung's arithmetic alike and so raises the ratios on the "
               "default model a little (the appendix's whole runs, on two threads and the wall clock, show it)."]
     if tiny:
-        wide = {rung: difference(tiny, rung, "bare loop") for rung in RUNGS[1:]}
+        wide = {rung: difference(tiny, rung, "bare loop") for rung in timed(tiny)[1:]}
         wide = {rung: d for rung, d in wide.items() if d["half_width"] > FIXED_COST_NOISE_MS}
         lines += ["", f"Every fixed-cost interval is within ±{FIXED_COST_NOISE_MS} ms." if not wide else
                   "Fixed-cost intervals wider than ±0.3 ms: " + "; ".join(
                       f"{rung} ±{d['half_width']:.2f} ms (about "
                       f"{math.ceil(d['n'] * (d['half_width'] / FIXED_COST_NOISE_MS) ** 2):,} steps would narrow it)"
                       for rung, d in wide.items()) + "."]
+    verdicts = turn_verdicts(benchmarks)
+    if verdicts:
+        lines += ["", "Verdicts: " + "; ".join(verdicts) + "."]
+    return lines
+
+
+def turn_verdicts(benchmarks) -> list[str]:
+    """Each goal's verdict from the runs in turns, one sentence each."""
+    runs = in_turns(benchmarks)
+    tiny, small = runs.get("tiny"), runs.get("small")
     verdicts = []
     if small:
         for rung, against, goal in TURN_GOALS:
@@ -388,9 +406,7 @@ def turns_answer_section(benchmarks) -> list[str]:
                            f"{'above' if floor['ms'] > 0 else 'below'} it: the Trainer's features this job keeps "
                            "(logging, the progress bar, checkpointing, the project's callbacks) cost that much"
                            + calls_over_floor(benchmarks)))
-    if verdicts:
-        lines += ["", "Verdicts: " + "; ".join(verdicts) + "."]
-    return lines
+    return verdicts
 
 
 
@@ -448,17 +464,17 @@ def counts_section(benchmarks) -> list[str]:
         lines += ["", f"Not in the table: {', '.join(failed)}, whose two counts in this run differed (the run failed "
                   "on it), so neither is shown."]
     if "hf_trainer" in counts:
-        lines += ["", "hf_trainer is counted, not timed (it is in none of the timed runs): through hf_trainer/train.py "
-                  "and its QGTrainer, from one batch's arrival at `training_step` to the next, a whole optimizer step "
-                  "of the Trainer's loop (bench/runners.py `hf_trainer`). Beyond the model's own syncs it makes "
-                  "torchmetrics' NaN check of the epoch's train_loss metric, which QGTrainer updates with each loss "
-                  "(as Lightning's module does), and the Trainer's own check of each step's loss for NaN or inf "
-                  "before adding it to its running loss (`torch.isnan(loss) or torch.isinf(loss)` in "
-                  "transformers/trainer.py, on by default as `logging_nan_inf_filter`, made even with logging off); "
-                  "with logging off it reads neither the loss nor the gradient norm. Its Python calls include two "
-                  "look-ups per step of a package that is not installed (`is_lomo_available()` in accelerate's "
-                  "optimizer wrapper), which walk `sys.path`: their number depends on the process's import path, here "
-                  "as `make bench` sets it up; a script that runs the Trainer alone counts some 200 fewer."]
+        lines += ["", "hf_trainer is counted through hf_trainer/train.py and its QGTrainer, from one batch's arrival "
+                  "at `training_step` to the next, a whole optimizer step of the Trainer's loop (bench/runners.py "
+                  "`hf_trainer`). Beyond the model's own syncs it makes torchmetrics' NaN check of the epoch's "
+                  "train_loss metric, which QGTrainer updates with each loss (as Lightning's module does), and the "
+                  "Trainer's own check of each step's loss for NaN or inf before adding it to its running loss "
+                  "(`torch.isnan(loss) or torch.isinf(loss)` in transformers/trainer.py, on by default as "
+                  "`logging_nan_inf_filter`, made even with logging off); with logging off it reads neither the loss "
+                  "nor the gradient norm. Its Python calls include two look-ups per step of a package that is not "
+                  "installed (`is_lomo_available()` in accelerate's optimizer wrapper), which walk `sys.path`: their "
+                  "number depends on the process's import path, here as `make bench` sets it up; a script that runs "
+                  "the Trainer alone counts some 200 fewer."]
     lines += ["", "A sync inside a C++ operator (an output whose size depends on the data) or a blocking copy to "
               "the host is not seen here; `make gpu-check` counts every sync on CUDA "
               "(`torch.cuda.set_sync_debug_mode`) to check these counts."]
@@ -484,13 +500,13 @@ def gpu_section(benchmarks) -> list[str]:
              "which a GPU pays on the host too; an estimate, high by the CPU's share of arithmetic):", "",
              "| rung | host ms per step over the bare loop | its host time shows below a device step of | syncs per "
              "step beyond the bare loop's |", "|---|---:|---:|---|"]
-    for rung in (*RUNGS[1:], *(["hf_trainer"] if "hf_trainer" in counts else [])):
+    for rung in (rung for rung in RUNGS[1:] if rung in tiny["step_ms"] or rung in counts):
         extra = {code: n for code, n in counts.get(rung, {}).get("syncs", {}).get("by_code", {}).items()
                  if code not in bare_syncs}
         shown_syncs = "; ".join(f"{n:g} {code}" for code, n in extra.items()) or "none"
-        timed = rung in tiny["step_ms"]  # the transformers Trainer is counted only
-        lines.append(f"| {rung} | {ms_text(difference(tiny, rung, 'bare loop')) if timed else 'not timed'} | "
-                     f"{f'{host_ms(tiny, rung):.1f} ms' if timed else 'not timed'} | {shown_syncs} |")
+        was_timed = rung in tiny["step_ms"]
+        lines.append(f"| {rung} | {ms_text(difference(tiny, rung, 'bare loop')) if was_timed else 'not timed'} | "
+                     f"{f'{host_ms(tiny, rung):.1f} ms' if was_timed else 'not timed'} | {shown_syncs} |")
     if bare_syncs:
         lines += ["", "Every rung, the bare loop included, makes the model's own syncs: "
                   + "; ".join(f"{n:g} {code}" for code, n in bare_syncs.items())
@@ -519,16 +535,19 @@ def turn_curve_section(benchmarks) -> list[str]:
     points, tiny = turn_curve_points(benchmarks), in_turns(benchmarks).get("tiny")
     if not points:
         return []
-    rungs = RUNGS[1:]
+    rungs = timed(*points)[1:]
     lines = ["| model | batch | bare loop, ms per step | " + " | ".join(f"{r}: ms over the bare loop" for r in rungs)
              + " |", "|---|---:|---:|" + "---:|" * len(rungs)]
     unlike = []
     for p in points:
         cells = []
         for rung in rungs:
+            if rung not in p["step_ms"]:
+                cells.append("not timed")
+                continue
             diff = difference(p, rung, "bare loop")
             mark = ""
-            if tiny:
+            if tiny and rung in tiny["step_ms"]:
                 fixed = difference(tiny, rung, "bare loop")
                 gap, noise = diff["ms"] - fixed["ms"], (diff["half_width"] ** 2 + fixed["half_width"] ** 2) ** 0.5
                 if abs(gap) > noise:
@@ -591,10 +610,10 @@ def turns_cost(document: dict, model_size: str) -> dict[str, str]:
     if info is None:
         return {}
     if model_size == "tiny":
-        return {rung: f"{ms_text(difference(info, rung, 'bare loop'))} over the bare loop" for rung in RUNGS[1:]}
+        return {rung: f"{ms_text(difference(info, rung, 'bare loop'))} over the bare loop" for rung in timed(info)[1:]}
     base = host_ms(info, "vanilla")
     cost = {"vanilla": f"{host_ms(info, 'vanilla'):.1f} ms"}
-    cost.update({rung: f"{ratio_text(difference(info, rung, 'vanilla'), base)} vanilla" for rung in RUNGS[2:]})
+    cost.update({rung: f"{ratio_text(difference(info, rung, 'vanilla'), base)} vanilla" for rung in timed(info)[2:]})
     return cost
 
 
@@ -621,7 +640,37 @@ def tuning_section(benchmarks) -> list[str]:
     return lines
 
 
-TRAINER_VARIANTS = {"vanilla": "vanilla", "fabric": "fabric", "lightning": "lightning (as configured)"}
+def headline(benchmarks) -> list[str]:
+    """The figures every run prints at its end, quick or full (bench/conftest.py): the answer's table and verdicts,
+    the counts per step, the curve's table and the tuning table, from this run's numbers; the prose that explains
+    them is results.md's."""
+    lines = [line for line in turns_answer_section(benchmarks)
+             if not line.startswith(("The rungs ran in turns", "Verdicts: "))]
+    lines = [line for i, line in enumerate(lines) if line or (i and lines[i - 1])]  # one blank line at most
+    verdicts = turn_verdicts(benchmarks)
+    if verdicts:
+        lines += ["Verdicts:", *(f"- {verdict}" for verdict in verdicts)]
+    counts = counts_of(benchmarks)
+    if counts:
+        lines += ["", "## Per step: Python calls and syncs (bench/step_counts.py)", "",
+                  "| rung | Python calls | syncs |", "|---|---:|---:|"]
+        lines += [f"| {rung} | {counts[rung]['calls']['total']:,.2f} | {counts[rung]['syncs']['total']:g} |"
+                  for rung in COUNTED_RUNGS if rung in counts]
+    failed = failed_counts(benchmarks)
+    if failed:
+        lines += ["", f"Counts that differed between two counts of this run: {', '.join(failed)}."]
+    curve = [line for line in turn_curve_section(benchmarks) if line.startswith("|")]
+    if curve:
+        lines += ["", "## The curve: ms over the bare loop per model and batch (≠: not the fixed cost)", "", *curve]
+    tuning = [line for line in tuning_section(benchmarks) if line.startswith("|")]
+    if tuning:
+        lines += ["", "## Lightning tuned, setting by setting", "", *tuning]
+    return lines
+
+
+TRAINER_VARIANTS = {"vanilla": "vanilla", "fabric": "fabric", "lightning": "lightning (as configured)",
+                    "hf_trainer": "hf_trainer"}
+OTHER_TRAINERS = tuple(TRAINER_VARIANTS)[1:]  # each against vanilla
 
 
 def ratio_rows(benchmarks) -> list[tuple[str, dict[str, float | None], str]]:
@@ -630,8 +679,9 @@ def ratio_rows(benchmarks) -> list[tuple[str, dict[str, float | None], str]]:
     small = per_step(benchmarks, "small")
     for key, name in (("samples_per_s", "training samples/s"), ("target_tokens_per_s", "training target tokens/s"),
                       ("validation_samples_per_s", "validation samples/s")):
-        if all(variant in small for variant in TRAINER_VARIANTS.values()):
-            rows.append((name, {t: small[variant].get(key) for t, variant in TRAINER_VARIANTS.items()}, "/s"))
+        if "vanilla" in small:  # the whole runs of bench/test_overhead.py: no hf_trainer there
+            rows.append((name, {t: small[variant].get(key) if variant in small else None
+                                for t, variant in TRAINER_VARIANTS.items()}, "/s"))
 
     def each(prefix: str, read, **match) -> dict:
         found = {t: pick(benchmarks, f"{prefix}[{t}" if not match else prefix, **({"trainer": t} | match))
@@ -651,7 +701,7 @@ def ratio_rows(benchmarks) -> list[tuple[str, dict[str, float | None], str]]:
     for key, name in (("max_rss_mb", "peak RSS"), ("cuda_max_allocated_mb", "CUDA max allocated")):
         rows.append((name, each("test_peak_memory", lambda b, key=key: b["extra_info"].get(key)), "MB"))
     return [(name, values, unit) for name, values, unit in rows
-            if values["vanilla"] is not None and any(values[t] is not None for t in ("fabric", "lightning"))]
+            if values["vanilla"] is not None and any(values[t] is not None for t in OTHER_TRAINERS)]
 
 
 def measured_at(document: dict) -> str:
@@ -801,14 +851,15 @@ def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
         lines += anatomy
     rows = ratio_rows(benchmarks)
     if rows:
-        lines += ["", "### Fabric and Lightning against the hand-written trainer", "",
-                  "The default model; the chart is [results.png](results.png).", "",
-                  "| measure | vanilla | fabric | lightning | fabric / vanilla | lightning / vanilla |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["", "### The trainers against the hand-written one", "",
+                  "The default model (a dash: not measured for that trainer); the chart is [results.png](results.png).",
+                  "", f"| measure | {' | '.join(TRAINER_VARIANTS)} | "
+                  + " | ".join(f"{t} / vanilla" for t in OTHER_TRAINERS) + " |",
+                  "|---|" + "---:|" * (len(TRAINER_VARIANTS) + len(OTHER_TRAINERS))]
         for name, values, unit in rows:
             cells = [shown(values[t], unit) if values[t] is not None else "-" for t in TRAINER_VARIANTS]
             ratios = [fmt_ratio(values[t] / values["vanilla"]) if values[t] is not None else "-"
-                      for t in ("fabric", "lightning")]
+                      for t in OTHER_TRAINERS]
             lines.append(f"| {name} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     dynamic, padded = pick(benchmarks, "test_padding[dynamic"), pick(benchmarks, "test_padding[to 512")
     if dynamic and padded:
@@ -848,16 +899,18 @@ def chart(benchmarks, rows, path: Path) -> Path:
                              ha="center", va="bottom", fontsize=8)
     measures = [(name, values) for name, values, _ in rows if values["vanilla"]]
     if measures:
-        height = 0.4
-        for offset, (trainer, color) in enumerate((("fabric", "tab:green"), ("lightning", "tab:red"))):
-            positions = [i + (offset - 0.5) * height for i in range(len(measures))]
+        colors = {"fabric": "tab:green", "lightning": "tab:red", "hf_trainer": "tab:brown"}
+        height = 0.8 / len(OTHER_TRAINERS)
+        for offset, trainer in enumerate(OTHER_TRAINERS):
+            color = colors[trainer]
+            positions = [i + (offset - (len(OTHER_TRAINERS) - 1) / 2) * height for i in range(len(measures))]
             ratios = [values[trainer] / values["vanilla"] if values[trainer] is not None else 0.0
                       for _, values in measures]
             axes[1].barh(positions, ratios, height=height, color=color, label=f"{trainer} / vanilla")
         axes[1].set_yticks(range(len(measures)), [name for name, _ in measures], fontsize=7)
         axes[1].axvline(1.0, color="black", linewidth=1)
         axes[1].set_xlabel("ratio to the hand-written trainer")
-        axes[1].set_title("Fabric and Lightning against the hand-written trainer")
+        axes[1].set_title("The trainers against the hand-written one")
         axes[1].legend(fontsize=7)
         axes[1].invert_yaxis()
     figure.tight_layout()

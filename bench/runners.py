@@ -1,7 +1,7 @@
 """Instrumented runs for the benchmarks: the bare loop (the floor), the hand-written trainer, the Fabric trainer,
-Lightning with its defaults, Lightning's own floor (`Trainer(barebones=True)`), and Lightning as lightning/train.py
-configures it, each timed per training step from inside the run; and the transformers Trainer as
-hf_trainer/train.py configures it, whose steps are counted (bench/step_counts.py), not timed.
+Lightning with its defaults, Lightning's own floor (`Trainer(barebones=True)`), Lightning as lightning/train.py
+configures it, and the transformers Trainer as hf_trainer/train.py configures it, each timed per training step
+from inside the run.
 
 A step is timed from one batch's arrival at the training step to the next's: data loading, forward, backward,
 gradient clipping, optimizer and schedule step and every per-step feature (progress bar, logging, callbacks) fall
@@ -302,8 +302,9 @@ def hf_trainer(argv: list[str], log: StepLog | None = None) -> StepLog:
     one process, but not across processes set up otherwise (under pytest after the other rungs, as
     bench/test_counts.py counts it, more than in a script that runs the Trainer alone).
 
-    Counted only (bench/test_counts.py), not timed: it is not among the rungs in turns or the whole runs. The command
-    line is refused as hf_trainer/train.py refuses it: a GPU, a precision other than 32-true."""
+    Timed in turns with the other rungs on the CPU (RUNGS) and counted (bench/test_counts.py); not in the whole runs
+    of bench/test_overhead.py. The command line is refused as hf_trainer/train.py refuses it: a GPU, a precision
+    other than 32-true."""
     from tests.conftest import load_train
 
     train = load_train("hf_trainer")
@@ -348,25 +349,29 @@ def lightning_barebones(args, steps: int, log: StepLog | None = None) -> StepLog
     return lightning_defaults(args, steps, log, barebones=True)
 
 
-RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)")
+# the rungs timed in turns; the transformers Trainer on the CPU only (hf_trainer/train.py refuses a GPU and bf16 so far)
+RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)",
+         *(() if torch.cuda.is_available() else ("hf_trainer",)))
 
 
 def rung_runs(argv_for: Callable[[str], list[str]], steps: int) -> dict[str, Callable[[StepLog], StepLog]]:
     """Each rung's run, `run(log)`, for `steps` steps, on the command line `argv_for(rung)` (a directory of its
     own each, so that they can run side by side): the bare loop, the hand-written trainer, Fabric, Lightning's
-    floor, Lightning as configured and tuned."""
+    floor, Lightning as configured and tuned, the transformers Trainer (RUNGS: those this machine runs)."""
     from shared.cli import parse_args
 
     def args(rung: str):
         return parse_args("bench", "unused", argv_for(rung))
 
-    return {"bare loop": lambda log: bare_loop(args("bare loop"), steps, log=log),
+    runs = {"bare loop": lambda log: bare_loop(args("bare loop"), steps, log=log),
             "vanilla": lambda log: vanilla_trainer(argv_for("vanilla"), log=log),
             "fabric": lambda log: fabric_trainer(argv_for("fabric"), log=log),
             "lightning (barebones)": lambda log: lightning_barebones(args("lightning (barebones)"), steps, log),
             "lightning (as configured)": lambda log: lightning_trainer(argv_for("lightning (as configured)"), log=log),
             "lightning (tuned)": lambda log: lightning_trainer(argv_for("lightning (tuned)"), tuned_settings(),
-                                                              log=log)}
+                                                              log=log),
+            "hf_trainer": lambda log: hf_trainer(argv_for("hf_trainer"), log)}
+    return {rung: runs[rung] for rung in RUNGS}
 
 
 TUNED_SETTINGS = "enable_progress_bar=False"  # as the report names them

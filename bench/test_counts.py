@@ -5,22 +5,21 @@ two tables must be equal (tests/test_step_counts.py checks the same on the hand-
 transformers Trainer).
 
 The transformers Trainer (hf_trainer, bench/runners.py `hf_trainer`) is counted here like the others, on the same
-command line, and nowhere timed; it is skipped on a GPU, which hf_trainer/train.py does not run on yet.
+command line; it is left out on a GPU, which hf_trainer/train.py does not run on yet (bench/runners.py RUNGS).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bench.conftest import CUDA
-from bench.runners import RUNGS, WARMUP_STEPS, hf_trainer, lightning_defaults, rung_runs
+from bench.runners import RUNGS, WARMUP_STEPS, lightning_defaults, rung_runs
 from bench.step_counts import count_calls, count_syncs
 from bench.test_fixed_cost import tiny_step_argv
 from shared.cli import parse_args
 
 COUNTED = 50
 STEPS = WARMUP_STEPS + COUNTED + 1  # the counted steps end at the next batch's arrival
-VARIANTS = (*RUNGS[:3], "lightning (defaults)", *RUNGS[3:], "hf_trainer")
+VARIANTS = (*RUNGS[:3], "lightning (defaults)", *RUNGS[3:])
 
 
 def runs(data, tmp_path) -> dict:
@@ -30,14 +29,11 @@ def runs(data, tmp_path) -> dict:
     found = rung_runs(argv_for, STEPS)
     found["lightning (defaults)"] = lambda log: lightning_defaults(
         parse_args("bench", "unused", argv_for("lightning (defaults)")), STEPS, log)
-    found["hf_trainer"] = lambda log: hf_trainer(argv_for("hf_trainer"), log)
     return found
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_counts(benchmark, turns_data, tmp_path, full, variant):
-    if variant == "hf_trainer" and CUDA:
-        pytest.skip("hf_trainer/train.py runs on the CPU in float32 only so far")
     run = runs(turns_data, tmp_path)[variant]
     counted = {}
 

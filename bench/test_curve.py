@@ -2,10 +2,10 @@
 a bart-base-sized BART) and batch sizes, against the fixed cost measured where the step is nothing
 (test_fixed_cost.py).
 
-At each point the six rungs run in turns of one step each, in CPU time (bench/step_by_step.py), as in
-test_fixed_cost.py: a rung's overhead is the mean over steps of its i-th step minus the bare loop's, with a 95%
-interval. Where that overhead is not told apart from the fixed cost within the two intervals, nothing here shows a
-cost that grows with the model; where it differs, bench/report.py marks the point (what grows is then to be found
+At each point the rungs (bench/runners.py RUNGS) run in turns of one step each, in CPU time (bench/step_by_step.py),
+as in test_fixed_cost.py: a rung's overhead is the mean over steps of its i-th step minus the bare loop's, with a
+95% interval. Where that overhead is not told apart from the fixed cost within the two intervals, nothing here shows
+a cost that grows with the model; where it differs, bench/report.py marks the point (what grows is then to be found
 in the appendix's anatomy and profiles).
 """
 

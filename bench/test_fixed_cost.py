@@ -1,11 +1,11 @@
 """The fixed cost per training step: each rung's host time per step over the bare loop where a step's arithmetic is
 nearly nothing (the tiny model, batch 1, 16 source and 8 target tokens): what a trainer costs whatever the model.
 
-The six rungs (the bare loop, the hand-written trainer, Fabric, Lightning's floor `Trainer(barebones=True)`,
-Lightning as configured and tuned) run in turns of one step each, in CPU time (bench/step_by_step.py); a rung's
-overhead is the mean over steps of its i-th step minus the bare loop's, with a 95% interval (Student's t over the
-steps). On a GPU this host time is what the device must outlast for the trainer to cost nothing
-(bench/report.py states it per rung with the sync counts of test_counts.py).
+The rungs (the bare loop, the hand-written trainer, Fabric, Lightning's floor `Trainer(barebones=True)`,
+Lightning as configured and tuned, and on the CPU the transformers Trainer: bench/runners.py RUNGS) run in turns of
+one step each, in CPU time (bench/step_by_step.py); a rung's overhead is the mean over steps of its i-th step minus
+the bare loop's, with a 95% interval (Student's t over the steps). On a GPU this host time is what the device must
+outlast for the trainer to cost nothing (bench/report.py states it per rung with the sync counts of test_counts.py).
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ import pytest
 from bench.conftest import CUDA, REPO, run_args
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+TRAINERS = ["vanilla", "fabric", "lightning", *([] if CUDA else ["hf_trainer"])]  # hf_trainer: no GPU run yet
 
 
-@pytest.mark.parametrize("trainer", ["vanilla", "fabric", "lightning"])
+@pytest.mark.parametrize("trainer", TRAINERS)
 def test_startup_to_first_step(benchmark, bench_data, tmp_path, trainer):
     """Imports, data reading and tokenisation, tokenizer training, model build, trainer set-up, sanity check,
     first batch; the interpreter's own start included."""
@@ -35,7 +36,7 @@ def test_startup_to_first_step(benchmark, bench_data, tmp_path, trainer):
     benchmark.extra_info.update(trainer=trainer, startup_seconds=sorted(seconds)[len(seconds) // 2])
 
 
-@pytest.mark.parametrize("trainer", ["vanilla", "fabric", "lightning"])
+@pytest.mark.parametrize("trainer", TRAINERS)
 def test_peak_memory(benchmark, bench_data, tmp_path, trainer):
     """The same run in each trainer: small model, 40 steps, validation, test phase, export; the peak resident
     set of the trainer's process (VmHWM), and the CUDA allocator's peak when there is a GPU."""

@@ -123,7 +123,7 @@ def turns_benchmarks() -> list[dict]:
     """test_fixed_cost and the curve's default-model point as bench/test_fixed_cost.py and test_curve.py write them,
     with steps chosen so that every verdict shows: on the default model vanilla within 3% of the bare loop (met),
     Lightning as configured across its 5% goal (not decided), tuned beyond it (NOT met); on the tiny model, tuned
-    equal to the barebones floor within the noise."""
+    equal to the barebones floor within the noise; the transformers Trainer timed on the tiny model only."""
     vanilla = alternating(40, 100.0, 1.0)
     small = {"vanilla": vanilla, "bare loop": shifted(vanilla, -2.0, 0.5), "fabric": shifted(vanilla, 0.5, 1.0),
              "lightning (barebones)": shifted(vanilla, 1.0, 1.0),
@@ -131,7 +131,7 @@ def turns_benchmarks() -> list[dict]:
     bare = alternating(40, 7.0, 0.1)
     tiny = {"bare loop": bare, "vanilla": shifted(bare, 0.3, 0.1), "fabric": shifted(bare, 0.8, 0.1),
             "lightning (barebones)": shifted(bare, 1.2, 0.2), "lightning (as configured)": shifted(bare, 2.5, 0.2),
-            "lightning (tuned)": shifted(bare, 1.25, -0.2)}
+            "lightning (tuned)": shifted(bare, 1.25, -0.2), "hf_trainer": shifted(bare, 2.0, 0.2)}
     return [{"name": "test_fixed_cost", "stats": {"median": 1.0},
              "extra_info": {"configuration": "tiny model, batch 1", "steps": 40, "step_ms": tiny}},
             {"name": "test_overhead_curve[small-batch32]", "stats": {"median": 1.0},
@@ -147,7 +147,9 @@ def report_document() -> dict:
                            {"name": "test_startup_to_first_step[fabric]", "stats": {"median": 5.5},
                             "extra_info": {"trainer": "fabric", "startup_seconds": 5.5}},
                            {"name": "test_startup_to_first_step[lightning]", "stats": {"median": 6.0},
-                            "extra_info": {"trainer": "lightning", "startup_seconds": 6.0}}]}
+                            "extra_info": {"trainer": "lightning", "startup_seconds": 6.0}},
+                           {"name": "test_startup_to_first_step[hf_trainer]", "stats": {"median": 7.0},
+                            "extra_info": {"trainer": "hf_trainer", "startup_seconds": 7.0}}]}
 
 
 def test_report_opens_with_the_answer_table_and_its_verdict_and_names_the_commit(tmp_path):
@@ -172,7 +174,8 @@ def test_report_opens_with_the_answer_table_and_its_verdict_and_names_the_commit
         "| fabric | +0.80 ± 0.03 ms | 1.005x (1.002 to 1.008), +0.50 ± 0.33 ms |",
         "| lightning (barebones): Lightning's own floor | +1.20 ± 0.07 ms | 1.010x (1.007 to 1.013), +1.00 ± 0.33 ms |",
         "| lightning (as configured) | +2.50 ± 0.07 ms | 1.048x (1.041 to 1.055), +4.80 ± 0.65 ms |",
-        "| lightning (tuned) | +1.25 ± 0.07 ms | 1.080x (1.077 to 1.083), +8.00 ± 0.33 ms |"]
+        "| lightning (tuned) | +1.25 ± 0.07 ms | 1.080x (1.077 to 1.083), +8.00 ± 0.33 ms |",
+        "| hf_trainer: transformers' Seq2SeqTrainer | +2.00 ± 0.07 ms | not timed |"]
     # each goal by its interval: wholly within, across its edge (with the steps that would decide it), beyond
     assert ("vanilla against bare loop on the default model, goal at most 3% slower: 1.020x (1.019 to 1.022), "
             "met;") in text
@@ -188,11 +191,61 @@ def test_report_opens_with_the_answer_table_and_its_verdict_and_names_the_commit
         < text.index("### Whole runs, wall clock") < text.index("### Per-step overhead") < text.index("lines of code")
     # the curve's point against the fixed cost: marked where it differs by more than the two intervals
     assert "| small | 32 | 98.0 | +2.00 ± 0.16 ms (≠) |" in text
-    assert "| start-up to first optimizer step | 5.000 s | 5.500 s | 6.000 s | 1.100x | 1.200x |" in text
+    assert "| start-up to first optimizer step | 5.000 s | 5.500 s | 6.000 s | 7.000 s | 1.100x | 1.200x | 1.400x |" \
+        in text
+    assert "| training samples/s | 32,000/s | 31,373/s | 30,476/s | - | 0.980x | 0.952x | - |" in text  # no hf_trainer
     assert "| fabric | 81.60 | 1.052x | 1.020x | 0.990 to 1.050 | +4.00 ms |" in text
     assert report.turns_cost(document, "small")["lightning (as configured)"] == "1.048x (1.041 to 1.055) vanilla"
     assert report.turns_cost(document, "tiny")["vanilla"] == "+0.30 ± 0.03 ms over the bare loop"
+    assert report.turns_cost(document, "tiny")["hf_trainer"] == "+2.00 ± 0.07 ms over the bare loop"
+    assert "hf_trainer" not in report.turns_cost(document, "small")
     assert report.turns_cost({"benchmarks": []}, "tiny") == {}
+
+
+def test_every_benchmark_run_ends_with_the_headline_figures(monkeypatch):
+    """`pytest bench --benchmark-only` (no JSON, no report) prints the answer's table, one verdict a line, at its end
+    (bench/conftest.py's terminal summary, from the session's own results)."""
+    from bench import conftest
+
+    class Bench:  # pytest-benchmark's Metadata, as far as the hook uses it
+        def __init__(self, entry):
+            self.entry = entry
+
+        def as_dict(self, include_data):
+            assert not include_data
+            return self.entry
+
+    class Terminal:
+        def __init__(self):
+            self.lines = []
+
+        def write_sep(self, sep, title):
+            self.lines.append(f"{sep * 3} {title}")
+
+        def write_line(self, line):
+            self.lines.append(line)
+
+    class Config:
+        _benchmarksession = type("Session", (), {"benchmarks": [Bench(b) for b in report_document()["benchmarks"]]})
+
+        def getoption(self, name):
+            assert name == "--bench-full"
+            return False
+
+    terminal = Terminal()
+    monkeypatch.setattr(conftest, "machine", lambda: "test machine")
+    conftest.pytest_terminal_summary(terminal, Config())
+    assert terminal.lines[0] == "=== headline figures (quick rounds, test machine); the whole report: make bench"
+    assert "| lightning (tuned) | +1.25 ± 0.07 ms | 1.080x (1.077 to 1.083), +8.00 ± 0.33 ms |" in terminal.lines
+    assert "- lightning (tuned) against vanilla on the default model, goal at most 5% slower: 1.080x (1.077 to " \
+        "1.083), NOT met" in terminal.lines
+    assert sum(line.startswith("- ") for line in terminal.lines) == 4  # three goals and the floor
+    assert any(line.startswith("| small | 32 | 98.0 | +2.00 ± 0.16 ms (≠) |") for line in terminal.lines)
+    assert all(not line.startswith("Verdicts: ") for line in terminal.lines)
+    empty = Terminal()
+    Config._benchmarksession.benchmarks = []
+    conftest.pytest_terminal_summary(empty, Config())
+    assert empty.lines == []  # nothing measured (a run of one benchmark that fails): nothing to print
 
 
 def test_the_steps_that_would_decide_a_goal_shrink_its_interval_past_the_goal():

@@ -14,6 +14,7 @@ import torch
 from bench.runners import (
     bare_loop,
     fabric_trainer,
+    hf_trainer,
     lightning_barebones,
     lightning_defaults,
     lightning_trainer,
@@ -36,6 +37,7 @@ RUNS = {  # variant -> run(argv): the trained model's weights after STEPS steps
     "lightning (as configured)": lambda argv: lightning_trainer(argv).weights(),
     "lightning (tuned)": lambda argv: lightning_trainer(argv, tuned_settings()).weights(),
     "lightning (defaults)": lambda argv: lightning_defaults(parse_args("bench", "unused", argv), STEPS).weights(),
+    "hf_trainer": lambda argv: hf_trainer(argv).weights(),
 }
 OTHERS = [variant for variant in RUNS if variant != REFERENCE]
 
