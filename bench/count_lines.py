@@ -11,9 +11,9 @@ which count on each side that uses them. The framework-free vanilla/ modules the
 stopping, top-k bookkeeping, the search) count on Fabric's side too, marked as reused: a Fabric user writes or
 brings them; so does the hparams.yaml writer hf_trainer/ imports.
 
-hf_trainer/ does not run the batch-size search or mixed precision yet: hf_trainer/train.py's `not_yet` refuses them
-with a one-line error, and its lines count as wiring. Its rows for them (NOT_YET) hold nothing, and the tables say
-"refused" where a removal would stand: it removes nothing there, and its total's removal leaves those rows out.
+hf_trainer/ does not run the batch-size search: hf_trainer/train.py's `not_yet` refuses it with a one-line error,
+and its lines count as wiring. Its row for it (NOT_YET) holds nothing, and the tables say "refused" where a
+removal would stand: it removes nothing there, and its total's removal leaves that row out.
 Three of its features are built in part (PARTLY): fewer lines there partly mean less done, and the tables say so.
 
     python bench/count_lines.py           # the table
@@ -36,7 +36,7 @@ FEATURES = ("loop", "early stopping", "checkpointing + resume", "data parallel /
 SIDES = ("vanilla", "fabric", "lightning", "hf_trainer")  # the ladder: by hand, Fabric, the Trainer, transformers'
 LOOP, STOP, CKPT, DDP, SEARCH, PRECISION, LOGGING, TEST, WIRING = FEATURES
 # Features a rung refuses rather than implements so far: no table says it removes them.
-NOT_YET: dict[str, tuple[str, ...]] = {"hf_trainer": (SEARCH, PRECISION)}
+NOT_YET: dict[str, tuple[str, ...]] = {"hf_trainer": (SEARCH,)}
 # Features a rung implements in part so far, with what it lacks: its removal there comes with that note.
 PARTLY: dict[str, dict[str, str]] = {"hf_trainer": {
     STOP: "--min-delta refused",
@@ -114,7 +114,7 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         ".generated": TEST, "gather_from_every_rank()": TEST}),
     "lightning/exact_resume.py": (CKPT, {}),
     # transformers' Trainer runs the loop; what the job needs beyond it goes through its callbacks and a subclass.
-    # not_yet (its refusals, DDP and precision among them) stays wiring: a refusal implements nothing.
+    # not_yet (its refusals, DDP's among them) stays wiring: a refusal implements nothing.
     "hf_trainer/train.py": (WIRING, {
         "Seq2SeqTrainingArguments(num_train_epochs=)": LOOP,
         "Seq2SeqTrainingArguments(per_device_train_batch_size=)": LOOP,
@@ -138,6 +138,7 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
         "Seq2SeqTrainingArguments(use_cpu=)": DDP, "Seq2SeqTrainingArguments(accelerator_config=)": DDP,
         "Seq2SeqTrainingArguments(average_tokens_across_devices=)": DDP,
         "Seq2SeqTrainingArguments(ddp_find_unused_parameters=)": DDP, "Seq2SeqTrainingArguments(ddp_timeout=)": DDP,
+        "Seq2SeqTrainingArguments(bf16=)": PRECISION, "precision_for()": PRECISION,
         "launcher()": DDP, "launcher_world_size()": DDP, "check_launcher_world()": DDP, "ddp": DDP,
         "built_and_reseeded": DDP, "built_and_reseeded()": DDP,
         "MeanMetric()": LOGGING, "MetricsFiles()": LOGGING, "main.QGTrainer(train_loss=)": LOGGING,
@@ -152,7 +153,8 @@ FILES: dict[str, tuple[str, dict[str, str]]] = {
     "hf_trainer/qg_trainer.py": (LOOP, {"QGTrainer.__init__": LOGGING, ".train_loss": LOGGING,
                                         "QGTrainer._get_train_sampler": DDP, "QGTrainer._get_eval_sampler": DDP,
                                         "QGTrainer._distributed_sampler": DDP, "QGTrainer.get_train_dataloader": DDP,
-                                        "QGTrainer.get_eval_dataloader": DDP, "_unsharded": DDP}),
+                                        "QGTrainer.get_eval_dataloader": DDP, "_unsharded": DDP,
+                                        "QGTrainer.prediction_step": PRECISION}),
     "hf_trainer/dev_loss.py": (LOOP, {}),
     "hf_trainer/limit_train_batches.py": (LOOP, {}),
     "hf_trainer/early_stopping.py": (STOP, {}),
@@ -394,9 +396,10 @@ def caveats() -> str:
         refused, partly = NOT_YET.get(side, ()), PARTLY.get(side, {})
         if refused:
             named = ", ".join(refused[:-1]) + f" and {refused[-1]}" if len(refused) > 1 else refused[0]
+            rows, them = ("those rows", "them") if len(refused) > 1 else ("that row", "it")
             notes.append(f"{side}/ refuses {named} so far, with a one-line error (counted as wiring): "
-                         f"those rows hold what it has for them, not an implementation, and its total's removal "
-                         f"leaves them out.")
+                         f"{rows} hold{'s' if len(refused) == 1 else ''} what it has for {them}, not an "
+                         f"implementation, and its total's removal leaves {them} out.")
         if partly:
             notes.append(f"{side}/ builds in part: " + "; ".join(f"{f} ({why})" for f, why in partly.items())
                          + ": fewer lines there partly mean less done.")

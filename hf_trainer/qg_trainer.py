@@ -61,6 +61,12 @@ class QGTrainer(Seq2SeqTrainer):
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         return _unsharded(super().get_eval_dataloader(eval_dataset))
 
+    # bf16-mixed: accelerate autocasts the model's forward alone, and `generate` runs the encoder outside it (its
+    # decoder steps go through forward); the whole generation under autocast, as the other rungs' test step runs it
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        with self.accelerator.autocast():
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
             self.optimizer = torch.optim.AdamW((model or self.model).parameters(), lr=self.args.learning_rate,

@@ -42,7 +42,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from shared.cli import parse_args
 from shared.data import PadCollator
-from shared.devices import check_data_parallel
+from shared.devices import check_data_parallel, precision_for
 from shared.entry_point import exit_on_user_error
 from shared.errors import UserError
 from shared.export import export_pretrained
@@ -76,13 +76,12 @@ def not_yet(args) -> None:
                         ("--resume under DDP", args.resume and ddp),
                         ("--auto-batch-size", args.auto_batch_size),
                         ("--strategy", args.strategy not in ("auto", "ddp")),
-                        ("--num-nodes", args.num_nodes != 1), ("--precision", args.precision != "32-true"),
-                        ("--accelerator", gpu)):
+                        ("--num-nodes", args.num_nodes != 1), ("--accelerator", gpu)):
         if given:
             hint = {"--accelerator": " (give --accelerator cpu)", "--resume PATH": " (--resume last continues the run "
                                                                                  "from its latest checkpoint-N/)"}
-            raise UserError(f"{flag}: not yet supported by {PROG}, which runs on the CPU in float32, on one node, so "
-                            f"far" + hint.get(flag, ""))
+            raise UserError(f"{flag}: not yet supported by {PROG}, which runs on the CPU (float32 or bf16-mixed), "
+                            f"on one node, so far" + hint.get(flag, ""))
     if args.min_delta:
         raise UserError(f"--min-delta: not supported by {PROG}: transformers' EarlyStoppingCallback compares with the "
                         f"best value so far, which moves on any decrease, where Lightning's moves only on an "
@@ -101,6 +100,7 @@ def training_arguments(settings) -> Seq2SeqTrainingArguments:
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=settings.warmup_steps,
         max_grad_norm=settings.gradient_clip_val,  # 0: no clipping, as for the other rungs
+        bf16=precision_for(settings.precision, cuda=False) == "bf16-mixed",  # accelerate's autocast of the forward
         # BART takes **kwargs, so the Trainer would multiply its (mean) loss by the process count under DDP
         average_tokens_across_devices=False,
         ddp_find_unused_parameters=False,  # as Lightning's DDPStrategy (the Trainer would set True: an extra pass)
@@ -205,7 +205,8 @@ def test_phase(trainer: QGTrainer, data, settings) -> list[str]:
     decode (`shared.decoding`): `predict` with `predict_with_generate`, in a Trainer of its own, since the one that
     trains would also generate in every validation."""
     args = Seq2SeqTrainingArguments(output_dir=trainer.args.output_dir, per_device_eval_batch_size=settings.batch_size,
-                                    predict_with_generate=True, seed=settings.seed, use_cpu=True, report_to="none")
+                                    predict_with_generate=True, seed=settings.seed, use_cpu=True, report_to="none",
+                                    bf16=trainer.args.bf16)
     # the questions only: without labels, predict neither passes them to generate nor computes a loss
     collate = PadCollator(data.tokenizer.pad_token_id, with_index=False)
     tester = QGTrainer(model=trainer.model, args=args, train_loss=trainer.train_loss,

@@ -156,12 +156,14 @@ SIDE_BY_SIDE_SPEC: dict[str, dict[str, str | list[str]]] = {
         "says": "Lightning sets mixed precision with one `Trainer` flag ({lightning} lines); with Fabric, one "
                 "`Fabric` flag and `fabric.backward` ({fabric} lines); by hand it is autocast around the forward "
                 "pass and, for float16, a gradient scaler around backward and the step ({vanilla} lines); "
-                "`Seq2SeqTrainingArguments` has `bf16=` and `fp16=` flags, but this rung runs float32 only so far: "
-                "`not_yet` refuses `--precision` (counted as wiring; {hf_trainer} lines here).",
+                "transformers' Trainer takes `bf16=` in `Seq2SeqTrainingArguments`, and accelerate autocasts the "
+                "model's forward; `generate` runs the encoder outside that forward, so this rung autocasts the "
+                "whole prediction step too, as the others autocast their test step ({hf_trainer} lines).",
         "vanilla": ["vanilla/precision.py::Precision.forward_context", "vanilla/precision.py::Precision.backward"],
         "fabric": ["fabric/train.py::launch@Fabric(precision=)", "fabric/train.py::training_step@fabric.backward("],
         "lightning": ["lightning/plain_lightning.py::make_trainer@pl.Trainer(precision=)"],
-        "hf_trainer": ["hf_trainer/train.py::not_yet@for flag, given in"],
+        "hf_trainer": ["hf_trainer/train.py::training_arguments@Seq2SeqTrainingArguments(bf16=)",
+                       "hf_trainer/qg_trainer.py::QGTrainer.prediction_step"],
     },
     "logging": {
         "says": "Lightning logs with `self.log` and its loggers ({lightning} lines); with Fabric you still log each "

@@ -62,7 +62,7 @@ def _expected() -> dict[str, Expected]:
         ("test_gradient_accumulation_gives_equal_weights", "accumulate 2 batches, 1 epoch: final weights", BITWISE),
         ("test_gradient_accumulation_gives_equal_weights", "accumulate 2 batches: metrics.csv", BITWISE),
         ("test_bf16_mixed_gives_equal_weights", "bf16-mixed, 2 epochs: final weights", BITWISE),
-        ("test_bf16_mixed_gives_equal_weights", "bf16-mixed: metrics.csv", BITWISE),
+        ("test_bf16_mixed_gives_equal_weights", "bf16-mixed: metrics.csv, predictions, test scores", BITWISE),
         ("test_ddp_on_two_cpu_processes_gives_equal_weights", "DDP, 2 CPU processes: final weights", BITWISE),
         ("test_ddp_on_two_cpu_processes_gives_equal_weights", "DDP: metrics.csv, predictions, test scores", BITWISE),
         *_each_trainer("test_two_torchrun_nodes_on_the_loopback_equal_one_node",

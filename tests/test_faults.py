@@ -380,7 +380,7 @@ def test_a_limit_that_leaves_no_training_batch_is_refused_in_the_same_line_by_al
     assert result.stderr.strip() == lines["vanilla"]
 
 
-@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("trainer", [*TRAINERS, HF_TRAINER])
 def test_16_mixed_on_the_cpu_falls_back_to_bf16_and_says_so_in_one_line(tiny_data, tmp_path, capsys, trainer):
     run(trainer, tiny_data, tmp_path / "run", "--precision", "16-mixed", "--max-epochs", "1")
     notices = [line for line in capsys.readouterr().out.splitlines() if "16-mixed" in line]

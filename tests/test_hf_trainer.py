@@ -92,8 +92,7 @@ def test_the_trainer_as_shipped_doubles_bart_gradients_with_accumulation(tmp_pat
 
 
 @pytest.mark.parametrize("flag", [("--num-nodes", "2"), ("--resume", "some/checkpoint-13"),
-                                  ("--precision", "bf16-mixed"), ("--auto-batch-size", "power"),
-                                  ("--accelerator", "gpu"), ("--min-delta", "0.01")])
+                                  ("--auto-batch-size", "power"), ("--accelerator", "gpu"), ("--min-delta", "0.01")])
 def test_what_the_rung_does_not_run_is_refused_in_one_line(flag, tiny_data, tmp_path):
     with pytest.raises(UserError) as error:
         load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", *flag))
@@ -241,3 +240,33 @@ def test_a_run_that_reaches_max_epochs_says_nothing_of_early_stopping(tiny_data,
     load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", "--max-epochs", "1"))
     printed = capsys.readouterr().out
     assert "testing " in printed and "early stopping" not in printed, printed
+
+
+def test_bf16_mixed_runs_every_forward_under_autocast_generation_included(tiny_data, tmp_path, monkeypatch):
+    """accelerate autocasts the model's forward alone; `generate` calls the encoder outside it, so the test phase
+    would encode in float32 where the other rungs autocast their whole test step. qg_trainer.py's prediction_step
+    puts generation under autocast too; without it the test phase's encoder calls run without (seen)."""
+    from transformers.models.bart import modeling_bart
+
+    calls = []  # (in generate, under bf16 autocast) per call of the encoder
+    encoder_forward, generate = modeling_bart.BartEncoder.forward, modeling_bart.BartForConditionalGeneration.generate
+    generating = []
+
+    def recorded(self, *args, **kwargs):
+        calls.append((bool(generating), torch.is_autocast_enabled("cpu")
+                      and torch.get_autocast_dtype("cpu") == torch.bfloat16))
+        return encoder_forward(self, *args, **kwargs)
+
+    def generate_recorded(self, *args, **kwargs):
+        generating.append(True)
+        try:
+            return generate(self, *args, **kwargs)
+        finally:
+            generating.pop()
+
+    monkeypatch.setattr(modeling_bart.BartEncoder, "forward", recorded)
+    monkeypatch.setattr(modeling_bart.BartForConditionalGeneration, "generate", generate_recorded)
+    load_train(HF_TRAINER).main(tiny_args(tiny_data, tmp_path / "run", "--precision", "bf16-mixed", "--max-epochs",
+                                          "1", "--limit-train-batches", "2"))
+    assert {in_generate for in_generate, _ in calls} == {True, False}  # training and validation, and the test phase
+    assert all(autocast for _, autocast in calls), calls

@@ -269,15 +269,19 @@ def test_gradient_accumulation_gives_equal_weights(tiny_data, tmp_path):
 
 
 def test_bf16_mixed_gives_equal_weights(tiny_data, tmp_path):
+    """Autocast to bfloat16 around the forward pass and the loss, in training, validation and the test phase's
+    generation (hf_trainer: accelerate's autocast of the model's forward, and qg_trainer.py's around `generate`)."""
     extra = ("--precision", "bf16-mixed", "--max-epochs", "2")
-    for trainer in TRAINERS:
+    rungs = (*TRAINERS, HF_TRAINER)
+    for trainer in rungs:
         run(trainer, tiny_data, tmp_path / trainer, *extra)
-    last = {t: tmp_path / t / "checkpoints" / "last.ckpt" for t in TRAINERS}
+    last = {t: last_checkpoint(tmp_path / t) for t in rungs}
     same = all_weights_equal(last)
     record_parity("bf16-mixed, 2 epochs: final weights", {t: fingerprint(p) for t, p in last.items()}, same)
-    same_csv = compare("bf16-mixed: metrics.csv", {t: (tmp_path / t / "metrics.csv").read_bytes() for t in TRAINERS},
-                       lambda b: f"{len(b)} bytes")
-    assert same and same_csv
+    files = compare("bf16-mixed: metrics.csv, predictions, test scores",
+                    {t: [(tmp_path / t / name).read_text() for name in ("metrics.csv", "predictions.jsonl")]
+                     + [scores(tmp_path / t)] for t in rungs}, lambda texts: f"{len(texts)} files")
+    assert same and files
 
 
 DDP_ARGS = ("--strategy", "ddp", "--devices", "2", "--max-epochs", "2", "--checkpoint-every-n-steps", "4")
@@ -311,11 +315,6 @@ def hf_ddp_run(tiny_data, tmp_path_factory) -> Path:
     return out
 
 
-def scores_of(out: Path) -> dict:
-    """test_metrics.json without the checkpoint's name (last.ckpt's or a checkpoint-N/)."""
-    return {k: v for k, v in json.loads((out / "test_metrics.json").read_text()).items() if k != "checkpoint"}
-
-
 @pytest.mark.ddp
 def test_ddp_on_two_cpu_processes_gives_equal_weights(ddp_runs, hf_ddp_run):
     runs = {**ddp_runs, HF_TRAINER: hf_ddp_run}
@@ -328,7 +327,7 @@ def test_ddp_on_two_cpu_processes_gives_equal_weights(ddp_runs, hf_ddp_run):
     same = all_weights_equal(last)
     record_parity("DDP, 2 CPU processes: final weights", {t: fingerprint(p) for t, p in last.items()}, same)
     files = compare("DDP: metrics.csv, predictions, test scores",
-                    {t: [(out / "metrics.csv").read_text(), (out / "predictions.jsonl").read_text(), scores_of(out)]
+                    {t: [(out / "metrics.csv").read_text(), (out / "predictions.jsonl").read_text(), scores(out)]
                      for t, out in runs.items()}, lambda texts: f"{len(texts)} files")
     assert same and files
 

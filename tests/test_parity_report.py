@@ -18,6 +18,7 @@ from tests.conftest import REPO
 from tests.parity_report import BEHAVIOUR, BITWISE, EXPECTED, PARITY_TESTS, Row, counts, record_parity, required
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+BF16_ROWS = ["bf16-mixed, 2 epochs: final weights", "bf16-mixed: metrics.csv, predictions, test scores"]
 
 
 def pytest_session(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -40,9 +41,9 @@ def test_a_comparison_not_listed_is_refused():
 
 
 def test_a_parity_run_requires_every_comparison_and_other_sessions_those_of_their_tests():
-    one_test = EXPECTED["bf16-mixed: metrics.csv"].test
+    one_test = EXPECTED["bf16-mixed: metrics.csv, predictions, test scores"].test
     assert required(set(), parity_run=True) == list(EXPECTED)
-    assert required({one_test}, parity_run=False) == ["bf16-mixed, 2 epochs: final weights", "bf16-mixed: metrics.csv"]
+    assert required({one_test}, parity_run=False) == BF16_ROWS
     assert required({"tests/test_faults.py::test_something"}, parity_run=False) == []
 
 
@@ -114,7 +115,7 @@ def test_make_checks_selection_is_not_held_to_the_parity_suite():
 
 
 def test_a_parity_test_whose_fixture_failed_leaves_no_clean_count(tmp_path):
-    result = session_without_bodies(tmp_path, EXPECTED["bf16-mixed: metrics.csv"].test)
+    result = session_without_bodies(tmp_path, EXPECTED["bf16-mixed: metrics.csv, predictions, test scores"].test)
     assert result.returncode == 1 and "1 error" in result.stdout, result.stdout[-3000:]
-    assert not_run(result) == ["bf16-mixed, 2 epochs: final weights", "bf16-mixed: metrics.csv"]
+    assert not_run(result) == BF16_ROWS
     assert "Bit for bit: 0 of 2 comparisons equal; 2 did not run." in result.stdout
