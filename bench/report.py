@@ -806,7 +806,7 @@ def own_time_table(own_time: dict[str, dict[str, float]], top: int = 16) -> list
 
 def write(json_path: Path, out_dir: Path = HERE) -> list[Path]:
     document, benchmarks = load(json_path)
-    lines = ["# Benchmarks: what Fabric and Lightning cost", "",
+    lines = ["# Benchmarks: what Fabric, Lightning and the transformers Trainer cost", "",
              f"Measured in one run of `pytest bench --benchmark-only` {measured_at(document)}; every ratio compares "
              f"numbers taken side by side in that run. Regenerate with `make bench`.", ""]
     lines += turns_answer_section(benchmarks)
