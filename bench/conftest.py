@@ -81,7 +81,11 @@ def pytest_terminal_summary(terminalreporter, config):
     """The report's headline figures from this run (bench/report.py `headline`), quick rounds or full."""
     session = getattr(config, "_benchmarksession", None)
     benchmarks = [bench.as_dict(include_data=False) for bench in session.benchmarks] if session else []
-    lines = report.headline(benchmarks)
+    try:
+        lines = report.headline(benchmarks)
+    except Exception as error:  # a report that cannot be written says so in a line, after the run's own results
+        terminalreporter.write_line(f"headline figures: not written ({type(error).__name__}: {error})")
+        return
     if lines:
         terminalreporter.write_sep("=", f"headline figures ({'full' if config.getoption('--bench-full') else 'quick'}"
                                         f" rounds, {machine()}); the whole report: make bench")

@@ -582,9 +582,10 @@ def turns_chart(benchmarks, path: Path) -> Path | None:
 
     figure, axes = plt.subplots(figsize=(7.5, 4.6))
     colors = {"vanilla": "tab:blue", "fabric": "tab:green", "lightning (barebones)": "tab:purple",
-              "lightning (as configured)": "tab:red", "lightning (tuned)": "tab:orange"}
+              "lightning (as configured)": "tab:red", "lightning (tuned)": "tab:orange", "hf_trainer": "tab:brown"}
     bare = [host_ms(p, "bare loop") for p in points]
-    for rung, color in colors.items():
+    for rung in timed(*points)[1:]:
+        color = colors[rung]
         diffs = [difference(p, rung, "bare loop") for p in points]
         axes.errorbar(bare, [d["ms"] for d in diffs], yerr=[d["half_width"] for d in diffs], marker="o",
                       color=color, label=rung, capsize=3)

@@ -303,8 +303,7 @@ def hf_trainer(argv: list[str], log: StepLog | None = None) -> StepLog:
     bench/test_counts.py counts it, more than in a script that runs the Trainer alone).
 
     Timed in turns with the other rungs on the CPU (RUNGS) and counted (bench/test_counts.py); not in the whole runs
-    of bench/test_overhead.py. The command line is refused as hf_trainer/train.py refuses it: a GPU, a precision
-    other than 32-true."""
+    of bench/test_overhead.py. Not on a GPU, which hf_trainer/train.py refuses so far (HF_TRAINER_RUNS)."""
     from tests.conftest import load_train
 
     train = load_train("hf_trainer")
@@ -349,9 +348,10 @@ def lightning_barebones(args, steps: int, log: StepLog | None = None) -> StepLog
     return lightning_defaults(args, steps, log, barebones=True)
 
 
-# the rungs timed in turns; the transformers Trainer on the CPU only (hf_trainer/train.py refuses a GPU and bf16 so far)
+HF_TRAINER_RUNS = not torch.cuda.is_available()  # hf_trainer/train.py refuses a GPU so far: the CPU only
+# the rungs timed in turns
 RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)",
-         *(() if torch.cuda.is_available() else ("hf_trainer",)))
+         *(("hf_trainer",) if HF_TRAINER_RUNS else ()))
 
 
 def rung_runs(argv_for: Callable[[str], list[str]], steps: int) -> dict[str, Callable[[StepLog], StepLog]]:
@@ -380,10 +380,11 @@ TUNED_SETTINGS = "enable_progress_bar=False"  # as the report names them
 def tuned_settings() -> dict:
     """"Lightning, tuned": the fastest Trainer settings for lightning/train.py that keep the job's results (the same
     checkpoints, early stopping, metrics files and predictions), from bench/test_tuning.py, which times each setting
-    a user can change: without the progress bar, the setting the first quick run found fastest. Two full runs
-    (bench/results.md's tuning table) found a TQDMProgressBar redrawn every 20 steps saving as much, and the bar off
-    with `log_every_n_steps=1000` saving as much in one run and more in the other (+0.59 ± 0.15 ms against
-    +0.21 ± 0.17 ms per step): not adopted until two runs agree on it."""
+    a user can change: without the progress bar, the setting the first quick run found fastest. Of the full runs
+    since (bench/results.md's tuning table, ms per step saved against as configured), none found another setting
+    faster in two runs: a TQDMProgressBar redrawn every 20 steps +0.07 ± 0.04 and -0.13 ± 0.11 against the bar off's
+    +0.06 ± 0.04 and +0.21 ± 0.11; the bar off with `log_every_n_steps=1000` +0.16 ± 0.04 and +0.09 ± 0.09 (the
+    third and fourth runs, 2026-12-06)."""
     return {"enable_progress_bar": False}
 
 

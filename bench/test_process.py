@@ -11,9 +11,10 @@ import time
 import pytest
 
 from bench.conftest import CUDA, REPO, run_args
+from bench.runners import HF_TRAINER_RUNS
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
-TRAINERS = ["vanilla", "fabric", "lightning", *([] if CUDA else ["hf_trainer"])]  # hf_trainer: no GPU run yet
+TRAINERS = ["vanilla", "fabric", "lightning", *(["hf_trainer"] if HF_TRAINER_RUNS else [])]
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)

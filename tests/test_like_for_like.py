@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench.runners import (
+    HF_TRAINER_RUNS,
     bare_loop,
     fabric_trainer,
     hf_trainer,
@@ -37,7 +38,7 @@ RUNS = {  # variant -> run(argv): the trained model's weights after STEPS steps
     "lightning (as configured)": lambda argv: lightning_trainer(argv).weights(),
     "lightning (tuned)": lambda argv: lightning_trainer(argv, tuned_settings()).weights(),
     "lightning (defaults)": lambda argv: lightning_defaults(parse_args("bench", "unused", argv), STEPS).weights(),
-    "hf_trainer": lambda argv: hf_trainer(argv).weights(),
+    **({"hf_trainer": lambda argv: hf_trainer(argv).weights()} if HF_TRAINER_RUNS else {}),
 }
 OTHERS = [variant for variant in RUNS if variant != REFERENCE]
 

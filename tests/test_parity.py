@@ -1,6 +1,6 @@
 """The parity suite: on the CPU, in float32 (and bf16-mixed where stated), with the same seed, data and command
 line, the three trainers -- by hand (vanilla/), with Fabric (fabric/) and with the Trainer (lightning/) -- produce
-identical results, feature by feature.
+identical results, feature by feature; transformers' Seq2SeqTrainer (hf_trainer/) too in the rows that name it.
 
 Exact means exact: `torch.equal` on every tensor, byte-identical files (a bitwise comparison); where the trainers
 decide or say something (a stop epoch and reason, the batch sizes tried, the files kept, a refusal), the same

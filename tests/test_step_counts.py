@@ -16,8 +16,7 @@ import pytest
 import torch
 import transformers
 
-from bench.conftest import CUDA
-from bench.runners import WARMUP_STEPS, hf_trainer, lightning_trainer, vanilla_trainer
+from bench.runners import HF_TRAINER_RUNS, WARMUP_STEPS, hf_trainer, lightning_trainer, vanilla_trainer
 from bench.step_by_step import one_intra_op_thread
 from bench.step_counts import SYNC_METHODS, CallCounter, SyncCounter, call_area, count_calls, count_syncs
 from bench.test_fixed_cost import tiny_step_argv
@@ -159,8 +158,7 @@ TRAINERS = {"vanilla": lambda argv, log: vanilla_trainer(argv, log=log),
             "hf_trainer": lambda argv, log: hf_trainer(argv, log=log)}
 
 
-# hf_trainer/train.py runs on the CPU in float32 only so far; the fixed-cost command line asks for bf16 on a GPU
-CPU_ONLY = pytest.mark.skipif(CUDA, reason="hf_trainer/train.py does not run on a GPU yet")
+CPU_ONLY = pytest.mark.skipif(not HF_TRAINER_RUNS, reason="hf_trainer/train.py does not run on a GPU yet")
 
 
 @pytest.mark.slow
