@@ -48,6 +48,11 @@ def full(request) -> bool:
     return request.config.getoption("--bench-full")
 
 
+def rounds(config) -> str:
+    """"full" with --bench-full, else "quick"."""
+    return "full" if config.getoption("--bench-full") else "quick"
+
+
 def quick_or_full(full: bool, quick, full_value):
     return full_value if full else quick
 
@@ -87,12 +92,12 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(f"headline figures: not written ({type(error).__name__}: {error})")
         return
     if lines:
-        terminalreporter.write_sep("=", f"headline figures ({'full' if config.getoption('--bench-full') else 'quick'}"
-                                        f" rounds, {machine()}); the whole report: make bench")
+        terminalreporter.write_sep("=", f"headline figures ({rounds(config)} rounds, {machine()}); the whole report: "
+                                        "make bench")
         for line in lines:
             terminalreporter.write_line(line)
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["machine_summary"] = machine()
-    output_json["rounds"] = "full" if config.getoption("--bench-full") else "quick"
+    output_json["rounds"] = rounds(config)

@@ -20,6 +20,7 @@ if __name__ == "__main__":  # run by path: the repository root on the path, for 
     sys.path.insert(0, str(HERE.parent))
 
 from bench.intervals import paired, steps_to_decide  # noqa: E402
+from bench.rungs import COUNTED_RUNGS, TIMED_RUNGS  # noqa: E402
 
 VARIANTS = ("bare loop", "vanilla", "fabric", "lightning (defaults)", "lightning (as configured)", "lightning (tuned)")
 TARGETS = {"vanilla vs bare loop": 0.03, "lightning (as configured) vs vanilla": 0.05,
@@ -278,23 +279,18 @@ def answer_section(benchmarks, heading: str = "## Whole runs, wall clock") -> li
     return lines
 
 
-RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)",
-         "hf_trainer")  # bench/runners.py's, in its order; a run holds those its machine ran (no hf_trainer on a GPU)
 FIXED_COST_NOISE_MS = 0.3  # the half-width the fixed cost's intervals are meant to stay within
 RUNG_NAMES = {"bare loop": "bare loop, the floor: no trainer", "vanilla": "vanilla (by hand)",
               "lightning (barebones)": "lightning (barebones): Lightning's own floor",
               "hf_trainer": "hf_trainer: transformers' Seq2SeqTrainer"}
-# the rungs in the counts tables: those timed and Lightning with its defaults
-COUNTED_RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (defaults)",
-                 "lightning (as configured)", "lightning (tuned)", "hf_trainer")
 # goals on the default model: (rung, against, goal as a fraction of the other's step)
 TURN_GOALS = (("vanilla", "bare loop", 0.03), ("lightning (as configured)", "vanilla", 0.05),
               ("lightning (tuned)", "vanilla", 0.05))
 
 
 def timed(*infos: dict) -> list[str]:
-    """The rungs timed in any of these runs in turns, in RUNGS's order."""
-    return [rung for rung in RUNGS if any(rung in info["step_ms"] for info in infos)]
+    """The rungs timed in any of these runs in turns, in bench/rungs.py's order (a run holds those its machine ran)."""
+    return [rung for rung in TIMED_RUNGS if any(rung in info["step_ms"] for info in infos)]
 
 
 def in_turns(benchmarks) -> dict[str, dict]:
@@ -345,6 +341,26 @@ def turns_answer_section(benchmarks) -> list[str]:
     runs = in_turns(benchmarks)
     if not runs:
         return []
+    tiny = runs.get("tiny")
+    lines = ["## The answer: what each rung costs per step", "", *answer_table(runs)]
+    lines += ["", "The rungs ran in turns of one training step each, in the CPU time of their threads, torch on one "
+              "intra-op thread (bench/step_by_step.py): a difference is the mean over steps of one rung's i-th step "
+              "minus the other's, ± the half-width of its 95% interval; a ratio is 1 + that difference over the "
+              "other's mean step (its interval from the difference's alone). A goal is met only where the whole "
+              "interval lies within it. Two things these figures leave out: work in a background thread (Lightning's "
+              "default RichProgressBar, which this job shows, draws in one; TensorBoard's writer), and a user's "
+              "second intra-op thread, which shortens every rung's arithmetic alike and so raises the ratios on the "
+              "default model a little (the appendix's whole runs, on two threads and the wall clock, show it)."]
+    if tiny:
+        lines += ["", fixed_cost_noise(tiny)]
+    verdicts = turn_verdicts(benchmarks)
+    if verdicts:
+        lines += ["", "Verdicts: " + "; ".join(verdicts) + "."]
+    return lines
+
+
+def answer_table(runs: dict[str, dict]) -> list[str]:
+    """Per rung: its fixed cost over the bare loop (tiny) and its ratio to vanilla (default model), as measured."""
     tiny, small = runs.get("tiny"), runs.get("small")
     headers = []
     if tiny:
@@ -352,8 +368,7 @@ def turns_answer_section(benchmarks) -> list[str]:
     if small:
         headers.append(f"default model, batch {small['batch_size']}: ratio to the hand-written trainer "
                        f"({small['steps']} steps)")
-    lines = ["## The answer: what each rung costs per step", "",
-             "| rung | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+    lines = ["| rung | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
     for rung in timed(*runs.values()):
         cells = []
         if tiny:
@@ -365,26 +380,19 @@ def turns_answer_section(benchmarks) -> list[str]:
                          else f"{ratio_text(difference(small, rung, 'vanilla'), host_ms(small, 'vanilla'))}, "
                               f"{ms_text(difference(small, rung, 'vanilla'))}")
         lines.append(f"| {RUNG_NAMES.get(rung, rung)} | " + " | ".join(cells) + " |")
-    lines += ["", "The rungs ran in turns of one training step each, in the CPU time of their threads, torch on one "
-              "intra-op thread (bench/step_by_step.py): a difference is the mean over steps of one rung's i-th step "
-              "minus the other's, ± the half-width of its 95% interval; a ratio is 1 + that difference over the "
-              "other's mean step (its interval from the difference's alone). A goal is met only where the whole "
-              "interval lies within it. Two things these figures leave out: work in a background thread (Lightning's "
-              "default RichProgressBar, which this job shows, draws in one; TensorBoard's writer), and a user's "
-              "second intra-op thread, which shortens every rung's arithmetic alike and so raises the ratios on the "
-              "default model a little (the appendix's whole runs, on two threads and the wall clock, show it)."]
-    if tiny:
-        wide = {rung: difference(tiny, rung, "bare loop") for rung in timed(tiny)[1:]}
-        wide = {rung: d for rung, d in wide.items() if d["half_width"] > FIXED_COST_NOISE_MS}
-        lines += ["", f"Every fixed-cost interval is within ±{FIXED_COST_NOISE_MS} ms." if not wide else
-                  "Fixed-cost intervals wider than ±0.3 ms: " + "; ".join(
-                      f"{rung} ±{d['half_width']:.2f} ms (about "
-                      f"{math.ceil(d['n'] * (d['half_width'] / FIXED_COST_NOISE_MS) ** 2):,} steps would narrow it)"
-                      for rung, d in wide.items()) + "."]
-    verdicts = turn_verdicts(benchmarks)
-    if verdicts:
-        lines += ["", "Verdicts: " + "; ".join(verdicts) + "."]
     return lines
+
+
+def fixed_cost_noise(tiny: dict) -> str:
+    """Whether every fixed-cost interval is within FIXED_COST_NOISE_MS, else which are not and what would narrow
+    them."""
+    wide = {rung: difference(tiny, rung, "bare loop") for rung in timed(tiny)[1:]}
+    wide = {rung: d for rung, d in wide.items() if d["half_width"] > FIXED_COST_NOISE_MS}
+    return (f"Every fixed-cost interval is within ±{FIXED_COST_NOISE_MS} ms." if not wide else
+            "Fixed-cost intervals wider than ±0.3 ms: " + "; ".join(
+                f"{rung} ±{d['half_width']:.2f} ms (about "
+                f"{math.ceil(d['n'] * (d['half_width'] / FIXED_COST_NOISE_MS) ** 2):,} steps would narrow it)"
+                for rung, d in wide.items()) + ".")
 
 
 def turn_verdicts(benchmarks) -> list[str]:
@@ -500,7 +508,7 @@ def gpu_section(benchmarks) -> list[str]:
              "which a GPU pays on the host too; an estimate, high by the CPU's share of arithmetic):", "",
              "| rung | host ms per step over the bare loop | its host time shows below a device step of | syncs per "
              "step beyond the bare loop's |", "|---|---:|---:|---|"]
-    for rung in (rung for rung in RUNGS[1:] if rung in tiny["step_ms"] or rung in counts):
+    for rung in [rung for rung in TIMED_RUNGS[1:] if rung in tiny["step_ms"] or rung in counts]:
         extra = {code: n for code, n in counts.get(rung, {}).get("syncs", {}).get("by_code", {}).items()
                  if code not in bare_syncs}
         shown_syncs = "; ".join(f"{n:g} {code}" for code, n in extra.items()) or "none"
@@ -583,12 +591,11 @@ def turns_chart(benchmarks, path: Path) -> Path | None:
     figure, axes = plt.subplots(figsize=(7.5, 4.6))
     colors = {"vanilla": "tab:blue", "fabric": "tab:green", "lightning (barebones)": "tab:purple",
               "lightning (as configured)": "tab:red", "lightning (tuned)": "tab:orange", "hf_trainer": "tab:brown"}
-    bare = [host_ms(p, "bare loop") for p in points]
     for rung in timed(*points)[1:]:
-        color = colors[rung]
-        diffs = [difference(p, rung, "bare loop") for p in points]
-        axes.errorbar(bare, [d["ms"] for d in diffs], yerr=[d["half_width"] for d in diffs], marker="o",
-                      color=color, label=rung, capsize=3)
+        measured = [p for p in points if rung in p["step_ms"]]
+        diffs = [difference(p, rung, "bare loop") for p in measured]
+        axes.errorbar([host_ms(p, "bare loop") for p in measured], [d["ms"] for d in diffs],
+                      yerr=[d["half_width"] for d in diffs], marker="o", color=colors[rung], label=rung, capsize=3)
     axes.axhline(0.0, color="grey", linewidth=0.5)
     axes.set_xscale("log")
     axes.set_xlabel("bare loop, ms of CPU per training step (model / batch size)")
@@ -645,9 +652,11 @@ def headline(benchmarks) -> list[str]:
     """The figures every run prints at its end, quick or full (bench/conftest.py): the answer's table and verdicts,
     the counts per step, the curve's table and the tuning table, from this run's numbers; the prose that explains
     them is results.md's."""
-    lines = [line for line in turns_answer_section(benchmarks)
-             if not line.startswith(("The rungs ran in turns", "Verdicts: "))]
-    lines = [line for i, line in enumerate(lines) if line or (i and lines[i - 1])]  # one blank line at most
+    runs, lines = in_turns(benchmarks), []
+    if runs:
+        lines += ["## The answer: what each rung costs per step", "", *answer_table(runs), ""]
+    if "tiny" in runs:
+        lines += [fixed_cost_noise(runs["tiny"]), ""]
     verdicts = turn_verdicts(benchmarks)
     if verdicts:
         lines += ["Verdicts:", *(f"- {verdict}" for verdict in verdicts)]

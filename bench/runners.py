@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from bench.rungs import TIMED_RUNGS
 from shared.data import LABEL_PAD
 from shared.model import seq2seq_loss
 
@@ -349,9 +350,13 @@ def lightning_barebones(args, steps: int, log: StepLog | None = None) -> StepLog
 
 
 HF_TRAINER_RUNS = not torch.cuda.is_available()  # hf_trainer/train.py refuses a GPU so far: the CPU only
-# the rungs timed in turns
-RUNGS = ("bare loop", "vanilla", "fabric", "lightning (barebones)", "lightning (as configured)", "lightning (tuned)",
-         *(("hf_trainer",) if HF_TRAINER_RUNS else ()))
+
+
+def on_this_machine(rungs: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(rung for rung in rungs if rung != "hf_trainer" or HF_TRAINER_RUNS)
+
+
+RUNGS = on_this_machine(TIMED_RUNGS)  # the rungs timed in turns
 
 
 def rung_runs(argv_for: Callable[[str], list[str]], steps: int) -> dict[str, Callable[[StepLog], StepLog]]:

@@ -5,21 +5,23 @@ two tables must be equal (tests/test_step_counts.py checks the same on the hand-
 transformers Trainer).
 
 The transformers Trainer (hf_trainer, bench/runners.py `hf_trainer`) is counted here like the others, on the same
-command line; it is left out on a GPU, which hf_trainer/train.py does not run on yet (bench/runners.py RUNGS).
+command line; it is left out on a GPU, which hf_trainer/train.py does not run on yet (bench/runners.py
+`on_this_machine`).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bench.runners import RUNGS, WARMUP_STEPS, lightning_defaults, rung_runs
+from bench.rungs import COUNTED_RUNGS
+from bench.runners import WARMUP_STEPS, lightning_defaults, on_this_machine, rung_runs
 from bench.step_counts import count_calls, count_syncs
 from bench.test_fixed_cost import tiny_step_argv
 from shared.cli import parse_args
 
 COUNTED = 50
 STEPS = WARMUP_STEPS + COUNTED + 1  # the counted steps end at the next batch's arrival
-VARIANTS = (*RUNGS[:3], "lightning (defaults)", *RUNGS[3:])
+VARIANTS = on_this_machine(COUNTED_RUNGS)
 
 
 def runs(data, tmp_path) -> dict:
